@@ -1,0 +1,98 @@
+"""Unit tests of the notebook's helpers that hold real logic: split, threshold, intervals, metrics."""
+import numpy as np
+import pandas as pd
+import pytest
+from notebook_code import load_helpers
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return load_helpers()
+
+
+@pytest.mark.parametrize("name, patient, kind", [
+    ("person1000_bacteria_2931.jpeg", "person1000", "bacteria"),
+    ("person12_virus_39.jpeg", "person12", "virus"),
+    ("IM-0115-0001.jpeg", "im-0115", ""),
+    ("NORMAL2-IM-0381-0001.jpeg", "normal2-im-0381", ""),
+    ("scan.png", None, ""),
+])
+def test_patient_and_type_from_file_name(nb, name, patient, kind):
+    assert nb["patient_of"](name) == patient
+    assert nb["pneumonia_type"](name) == kind
+
+
+def make_pool(n_patients=60, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for patient in range(n_patients):
+        label = int(patient % 4 != 0)                     # 3 pneumonia patients per normal one
+        for image in range(rng.integers(1, 5)):
+            rows.append({"patient": f"p{patient}", "label": label, "path": f"p{patient}_{image}"})
+    return pd.DataFrame(rows)
+
+
+def test_patient_split_keeps_patients_together_and_classes_balanced(nb):
+    pool = make_pool()
+    val = nb["patient_split"](pool, 0.2, seed=7)
+    assert not set(pool.loc[val, "patient"]) & set(pool.loc[~val, "patient"])
+    assert 0.1 < val.mean() < 0.3
+    assert abs(pool.loc[val, "label"].mean() - pool["label"].mean()) < 0.15
+    np.testing.assert_array_equal(val, nb["patient_split"](pool, 0.2, seed=7))
+    assert not np.array_equal(val, nb["patient_split"](pool, 0.2, seed=8))
+
+
+def test_choose_threshold_is_highest_meeting_sensitivity(nb):
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200, int), np.ones(300, int)]
+    probs = np.clip(np.r_[rng.normal(0.3, 0.15, 200), rng.normal(0.7, 0.15, 300)], 0, 1)
+    for target in (0.9, 0.95, 0.99):
+        threshold = nb["choose_threshold"](labels, probs, target)
+        assert (probs[labels == 1] >= threshold).mean() >= target
+        higher = np.min(probs[probs > threshold]) if np.any(probs > threshold) else 1.1
+        assert (probs[labels == 1] >= higher).mean() < target
+    assert nb["choose_threshold"](labels, probs, 0.99) <= nb["choose_threshold"](labels, probs, 0.9)
+
+
+def test_binary_metrics_counts(nb):
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    probs = np.array([0.1, 0.6, 0.2, 0.9, 0.4, 0.8, 0.7])
+    metrics = nb["binary_metrics"](labels, probs, 0.5)
+    assert (metrics["tp"], metrics["fn"], metrics["tn"], metrics["fp"]) == (3, 1, 2, 1)
+    assert metrics["sensitivity"] == pytest.approx(0.75) and metrics["specificity"] == pytest.approx(2 / 3)
+    assert metrics["accuracy"] == pytest.approx(5 / 7)
+
+
+@pytest.mark.parametrize("successes, total, low, high", [
+    (50, 100, 0.4038, 0.5962), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (81, 263, 0.2553, 0.3662)])
+def test_wilson_interval_matches_reference_values(nb, successes, total, low, high):
+    interval = nb["wilson_interval"](successes, total)
+    assert interval == pytest.approx((low, high), abs=1e-4)
+
+
+def test_bootstrap_auc_interval_brackets_the_auc(nb):
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(100, int), np.ones(150, int)]
+    probs = np.r_[rng.random(100) * 0.7, 0.3 + rng.random(150) * 0.7]
+    from sklearn.metrics import roc_auc_score
+    low, high = nb["bootstrap_auc_interval"](labels, probs, 300, seed=0)
+    assert low < roc_auc_score(labels, probs) < high and high - low < 0.15
+
+
+def test_mcnemar(nb):
+    labels = np.array([1] * 40 + [0] * 40)
+    same = labels.copy()
+    assert nb["mcnemar_p"](labels, same, same) == 1.0
+    worse = labels.copy()
+    worse[:15] = 0                                          # b wrong on 15 films a gets right
+    assert nb["mcnemar_p"](labels, labels, worse) < 0.001
+    assert nb["mcnemar_p"](labels, labels, worse) == nb["mcnemar_p"](labels, worse, labels)
+
+
+def test_equalize_histogram_spreads_a_narrow_range(nb):
+    tf = nb["tf"]
+    image = tf.constant(np.linspace(100, 140, 64 * 64).reshape(64, 64, 1).astype("uint8"))
+    equalised = nb["equalize_histogram"](image).numpy()
+    assert equalised.min() == 0 and equalised.max() == 255
+    order = np.argsort(image.numpy().ravel(), kind="stable")
+    assert np.all(np.diff(equalised.ravel()[order].astype(int)) >= 0)   # monotone mapping

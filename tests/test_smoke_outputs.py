@@ -1,0 +1,98 @@
+"""Checks on what the notebook's smoke run (run first by nbmake) wrote to PNEUMONIA_OUTPUT_DIR."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import BAD_FILES, SMOKE_DATA, SMOKE_OUTPUT
+
+MODELS = ("small_cnn", "deep_cnn", "vgg16")
+FIGURES = ("sample_images", "augmentation", "history_small_cnn", "history_deep_cnn", "history_vgg16_head",
+           "history_vgg16_fine_tune", "roc_validation", "confusion_matrices_test", "roc_pr_test",
+           "reliability_test", "gradcam_test", "error_gallery")
+TEST_IMAGES = 20  # synthetic test split: 5 patients x 2 films per class
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    path = SMOKE_OUTPUT / "results" / "metrics.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `pytest` from the repository root so that nbmake runs "
+                    "pneumonia_cnn.ipynb before these tests.")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def predictions():
+    return pd.read_csv(SMOKE_OUTPUT / "results" / "test_predictions.csv")
+
+
+def test_run_metadata(metrics):
+    assert metrics["mode"] == "smoke" and metrics["seed"] == 42
+    assert metrics["best_model"] in MODELS
+    assert set(metrics["models"]) == set(MODELS)
+    assert 0 <= metrics["mcnemar_p"] <= 1
+    for section in ("data_audit", "small_cnn", "deep_cnn", "vgg16", "test_evaluation", "total"):
+        assert metrics["timings"][section] >= 0
+    assert metrics["timings"]["total"] >= sum(v for k, v in metrics["timings"].items() if k != "total")
+
+
+def test_data_counts_each_image_once_and_lists_bad_files(metrics):
+    images = metrics["data"]["images"]
+    assert sum(images["test"].values()) == TEST_IMAGES
+    train_and_val = sum(images["train"].values()) + sum(images["val"].values())
+    assert train_and_val == 20 * 2 + 4 + 2      # train films + folded val/ + two PNGs (16-bit, RGBA)
+    assert metrics["data"]["official_val_images_folded_into_train"] == 4
+    root = SMOKE_DATA / "chest_xray"
+    left_out = {str(Path(row["path"]).relative_to(root)): row["status"].split(":")[0]
+                for row in metrics["data"]["left_out_files"]}
+    assert left_out == BAD_FILES
+    assert all(count > 0 for count in metrics["data"]["patients"].values())
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_metrics_in_range(metrics, model):
+    entry = metrics["models"][model]
+    assert entry["params"] > 0 and entry["train_seconds"] > 0 and entry["epochs"] >= 1
+    assert entry["threshold_source"] == "validation" and 0 <= entry["threshold"] <= 1
+    assert 0 <= entry["val"]["auc"] <= 1 and 0 <= entry["brier"] <= 1
+    for key in ("test_at_0.5", "test"):
+        result = entry[key]
+        assert result["tp"] + result["fp"] + result["tn"] + result["fn"] == TEST_IMAGES
+        for name in ("sensitivity", "specificity", "accuracy", "auc"):
+            assert 0 <= result[name] <= 1
+    assert entry["test_at_0.5"]["threshold"] == 0.5 and entry["test"]["threshold"] == entry["threshold"]
+    for name in ("sensitivity", "specificity"):
+        low, high = entry["test"][f"{name}_ci"]
+        assert 0 <= low <= entry["test"][name] <= high <= 1
+    low, high = entry["auc_ci"]
+    assert 0 <= low <= high <= 1
+    assert set(entry["sensitivity_by_type"]) == {"bacteria", "virus"}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_predictions_agree_with_metrics(metrics, predictions, model):
+    assert len(predictions) == TEST_IMAGES and predictions["path"].is_unique
+    assert set(predictions["label"]) == {0, 1}
+    assert (predictions["label"] == predictions["path"].str.contains("PNEUMONIA").astype(int)).all()
+    probs, labels = predictions[model].to_numpy(), predictions["label"].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    entry = metrics["models"][model]
+    for key in ("test_at_0.5", "test"):
+        predicted = probs >= entry[key]["threshold"]
+        assert int(np.sum(predicted & (labels == 1))) == entry[key]["tp"]
+        assert int(np.sum(~predicted & (labels == 0))) == entry[key]["tn"]
+
+
+def test_operating_points_chosen_on_validation(metrics):
+    points = metrics["operating_points"]
+    assert [point["val_sensitivity_target"] for point in points] == [0.9, 0.95, 0.98]
+    for point in points:
+        assert point["val_sensitivity"] >= point["val_sensitivity_target"]
+
+
+@pytest.mark.parametrize("figure", FIGURES)
+def test_figure_written(figure):
+    path = SMOKE_OUTPUT / "figures" / f"{figure}.png"
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
