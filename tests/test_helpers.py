@@ -68,6 +68,7 @@ def test_binary_metrics_counts(nb):
 def test_wilson_interval_matches_reference_values(nb, successes, total, low, high):
     interval = nb["wilson_interval"](successes, total)
     assert interval == pytest.approx((low, high), abs=1e-4)
+    assert interval[0] <= successes / total <= interval[1]
 
 
 def test_bootstrap_auc_interval_brackets_the_auc(nb):
