@@ -32,7 +32,7 @@ def test_run_metadata(metrics):
     assert metrics["mode"] == "smoke" and metrics["seed"] == 42
     assert metrics["best_model"] in MODELS
     assert set(metrics["models"]) == set(MODELS)
-    assert 0 <= metrics["mcnemar_p"] <= 1
+    assert 0 <= metrics["mcnemar_p"] <= 1 and 0 <= metrics["gradcam_central_share"] <= 1
     for section in ("data_audit", "small_cnn", "deep_cnn", "vgg16", "test_evaluation", "total"):
         assert metrics["timings"][section] >= 0
     assert metrics["timings"]["total"] >= sum(v for k, v in metrics["timings"].items() if k != "total")
