@@ -1,5 +1,4 @@
 """The loader finds the one right copy of the data in every layout, lists bad files and fails clearly."""
-import os
 import shutil
 import stat
 import zipfile
