@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = ("small_cnn", "deep_cnn", "vgg16")
 
 
 def run_notebook(env_overrides, workdir):

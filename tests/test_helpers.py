@@ -97,3 +97,20 @@ def test_equalize_histogram_spreads_a_narrow_range(nb):
     assert equalised.min() == 0 and equalised.max() == 255
     order = np.argsort(image.numpy().ravel(), kind="stable")
     assert np.all(np.diff(equalised.ravel()[order].astype(int)) >= 0)   # monotone mapping
+
+
+class ConstantModel:
+    """Stands in for a Keras model: predicts fixed probabilities."""
+    def __init__(self, probs):
+        self.probs = np.asarray(probs, dtype="float32").reshape(-1, 1)
+
+    def predict(self, dataset, verbose=0):
+        return self.probs
+
+
+def test_split_probs_averages_ensemble_members(nb):
+    models = {"a": {"predictor": ConstantModel([0.2, 0.9]), "data": {"val": None}},
+              "b": {"predictor": ConstantModel([0.4, 0.5]), "data": {"val": None}},
+              "both": {"members": ("a", "b")}}
+    np.testing.assert_allclose(nb["split_probs"](models, "a", "val"), [0.2, 0.9], atol=1e-7)
+    np.testing.assert_allclose(nb["split_probs"](models, "both", "val"), [0.3, 0.7], atol=1e-7)

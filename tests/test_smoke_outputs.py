@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from conftest import BAD_FILES, SMOKE_DATA, SMOKE_OUTPUT
 
-MODELS = ("small_cnn", "deep_cnn", "vgg16")
+MODELS = ("small_cnn", "deep_cnn", "vgg16")   # trained
+CANDIDATES = MODELS + ("ensemble",)            # what the best model is chosen from
 FIGURES = ("sample_images", "augmentation", "history_small_cnn", "history_deep_cnn", "history_vgg16_head",
            "history_vgg16_fine_tune", "roc_validation", "confusion_matrices_test", "roc_pr_test",
            "reliability_test", "gradcam_test", "error_gallery")
@@ -30,8 +31,8 @@ def predictions():
 
 def test_run_metadata(metrics):
     assert metrics["mode"] == "smoke" and metrics["seed"] == 42
-    assert metrics["best_model"] in MODELS
-    assert set(metrics["models"]) == set(MODELS)
+    assert metrics["best_model"] in CANDIDATES
+    assert set(metrics["models"]) == set(CANDIDATES)
     assert 0 <= metrics["mcnemar_p"] <= 1 and 0 <= metrics["gradcam_central_share"] <= 1
     for section in ("data_audit", "small_cnn", "deep_cnn", "vgg16", "test_evaluation", "total"):
         assert metrics["timings"][section] >= 0
@@ -51,10 +52,11 @@ def test_data_counts_each_image_once_and_lists_bad_files(metrics):
     assert all(count > 0 for count in metrics["data"]["patients"].values())
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", CANDIDATES)
 def test_model_metrics_in_range(metrics, model):
     entry = metrics["models"][model]
-    assert entry["params"] > 0 and entry["train_seconds"] > 0 and entry["epochs"] >= 1
+    assert entry["params"] > 0 and entry["train_seconds"] > 0
+    assert entry["epochs"] >= 1 if model in MODELS else entry["epochs"] == 0   # the ensemble trains nothing
     assert entry["threshold_source"] == "validation" and 0 <= entry["threshold"] <= 1
     assert 0 <= entry["val"]["auc"] <= 1 and 0 <= entry["brier"] <= 1
     for key in ("test_at_0.5", "test"):
@@ -71,7 +73,7 @@ def test_model_metrics_in_range(metrics, model):
     assert set(entry["sensitivity_by_type"]) == {"bacteria", "virus"}
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", CANDIDATES)
 def test_predictions_agree_with_metrics(metrics, predictions, model):
     assert len(predictions) == TEST_IMAGES and predictions["path"].is_unique
     assert set(predictions["label"]) == {0, 1}
@@ -83,6 +85,12 @@ def test_predictions_agree_with_metrics(metrics, predictions, model):
         predicted = probs >= entry[key]["threshold"]
         assert int(np.sum(predicted & (labels == 1))) == entry[key]["tp"]
         assert int(np.sum(~predicted & (labels == 0))) == entry[key]["tn"]
+
+
+def test_ensemble_is_the_mean_of_its_members(metrics, predictions):
+    np.testing.assert_allclose(predictions["ensemble"], predictions[list(MODELS)].mean(axis=1), atol=1e-6)
+    ensemble = metrics["models"]["ensemble"]
+    assert ensemble["params"] == sum(metrics["models"][model]["params"] for model in MODELS)
 
 
 def test_operating_points_chosen_on_validation(metrics):
