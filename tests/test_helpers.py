@@ -114,3 +114,29 @@ def test_split_probs_averages_ensemble_members(nb):
               "both": {"members": ("a", "b")}}
     np.testing.assert_allclose(nb["split_probs"](models, "a", "val"), [0.2, 0.9], atol=1e-7)
     np.testing.assert_allclose(nb["split_probs"](models, "both", "val"), [0.3, 0.7], atol=1e-7)
+
+
+def tiny_model(nb, image_size):
+    """A (backbone, head) pair like the notebook's models, small enough for a unit test."""
+    keras, layers = nb["keras"], nb["layers"]
+    inputs = keras.Input((image_size, image_size, 1))
+    backbone = keras.Model(inputs, layers.Conv2D(4, 3, padding="same", activation="relu")(inputs))
+    head = keras.Sequential([layers.GlobalAveragePooling2D(), layers.Dense(1, activation="sigmoid")])
+    return {"backbone": backbone, "head": head, "image_size": image_size}
+
+
+def test_explain_averages_member_maps_at_one_size(nb, tmp_path):
+    from PIL import Image
+    paths = []
+    for index in range(2):
+        path = tmp_path / f"film{index}.png"
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (40, 30), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    nb["keras"].utils.set_random_seed(0)
+    small, large = tiny_model(nb, 16), tiny_model(nb, 24)
+    single = nb["explain"]([large], paths, 24)
+    both = nb["explain"]([small, large], paths, 24)
+    assert single.shape == both.shape == (2, 24, 24)
+    assert 0 <= both.min() and both.max() <= 1 + 1e-6
+    small_alone = nb["explain"]([small], paths, 24)
+    np.testing.assert_allclose(both, (small_alone + single) / 2, atol=1e-5)
