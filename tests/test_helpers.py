@@ -1,8 +1,10 @@
-"""Unit tests of the notebook's helpers that hold real logic: split, threshold, intervals, metrics."""
+"""Unit tests of the notebook's helpers that hold real logic: split, threshold, intervals, metrics,
+ensemble probabilities and Grad-CAM maps."""
 import numpy as np
 import pandas as pd
 import pytest
 from notebook_code import load_helpers
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,6 @@ def tiny_model(nb, image_size):
 
 
 def test_explain_averages_member_maps_at_one_size(nb, tmp_path):
-    from PIL import Image
     paths = []
     for index in range(2):
         path = tmp_path / f"film{index}.png"
