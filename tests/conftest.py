@@ -23,7 +23,8 @@ SMOKE_OUTPUT = SMOKE_ROOT / "output"
 
 def make_messy_kaggle_tree(parent):
     """The Kaggle download's shape: chest_xray/{train,val,test}, a nested chest_xray/chest_xray copy,
-    a __MACOSX tree, system files, non-images, unreadable images, and PNGs of other modes."""
+    a __MACOSX tree, system files, non-images, unreadable images, PNGs of other modes, and one film
+    saved again under a second patient id."""
     root = synthetic.make_tree(Path(parent) / "chest_xray", val=True)
     shutil.copytree(root, root / "chest_xray", ignore=shutil.ignore_patterns("chest_xray"))
     mac = Path(parent) / "__MACOSX" / "chest_xray" / "train" / "NORMAL"
@@ -36,6 +37,7 @@ def make_messy_kaggle_tree(parent):
     (normal / "IM-0900-0001.jpeg").write_bytes(b"")                       # zero bytes
     (pneumonia / "person900_virus_1.jpeg").write_text("not an image")     # text named .jpeg
     good = next(pneumonia.glob("*.jpeg")).read_bytes()
+    (pneumonia / "person903_bacteria_4.jpeg").write_bytes(good)          # the same film under a second patient id
     (pneumonia / "person901_bacteria_2.jpeg").write_bytes(good[: len(good) // 3])  # truncated
     rng = np.random.default_rng(1)
     Image.fromarray((rng.random((64, 64)) * 65535).astype(np.uint16)).save(normal / "IM-0901-0001.png")

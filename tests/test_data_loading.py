@@ -39,7 +39,7 @@ def test_kaggle_download_layout_counts_each_image_once(nb, tmp_path):
     found, ignored, _ = locate(nb, tmp_path)
     assert found == root and root / "chest_xray" in ignored
     files = nb["scan_dataset"](found)
-    assert counts(files) == {**EXPECTED, ("train", "NORMAL"): 21, ("train", "PNEUMONIA"): 21,
+    assert counts(files) == {**EXPECTED, ("train", "NORMAL"): 21, ("train", "PNEUMONIA"): 22,
                              ("val", "NORMAL"): 2, ("val", "PNEUMONIA"): 2}
     assert (files.loc[files["source_folder"] == "val", "split"] == "train").all()
     status = {str(Path(p).relative_to(root)): s.split(":")[0] for p, s in zip(files["path"], files["status"]) if s != "ok"}

@@ -1,5 +1,5 @@
-"""Unit tests of the notebook's helpers that hold real logic: split, threshold, intervals, metrics,
-ensemble probabilities and Grad-CAM maps."""
+"""Unit tests of the notebook's helpers that hold real logic: grouping and split, threshold, intervals,
+metrics, ensemble probabilities, Grad-CAM maps and the label-free analysis (class share, AdaBN)."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,7 +30,8 @@ def make_pool(n_patients=60, seed=0):
     for patient in range(n_patients):
         label = int(patient % 4 != 0)                     # 3 pneumonia patients per normal one
         for image in range(rng.integers(1, 5)):
-            rows.append({"patient": f"p{patient}", "label": label, "path": f"p{patient}_{image}"})
+            rows.append({"patient": f"p{patient}", "group": f"p{patient}", "label": label,
+                         "path": f"p{patient}_{image}"})
     return pd.DataFrame(rows)
 
 
@@ -42,6 +43,24 @@ def test_patient_split_keeps_patients_together_and_classes_balanced(nb):
     assert abs(pool.loc[val, "label"].mean() - pool["label"].mean()) < 0.15
     np.testing.assert_array_equal(val, nb["patient_split"](pool, 0.2, seed=7))
     assert not np.array_equal(val, nb["patient_split"](pool, 0.2, seed=8))
+
+
+def test_patient_split_keeps_a_merged_group_together(nb):
+    pool = make_pool()
+    pool.loc[pool["patient"].isin(["p1", "p2", "p3"]), "group"] = "p1"
+    for seed in range(10):
+        val = nb["patient_split"](pool, 0.2, seed=seed)
+        merged = val[(pool["group"] == "p1").to_numpy()]
+        assert merged.all() or not merged.any()
+
+
+def test_linked_groups_merge_patients_through_chains_of_shared_files(nb):
+    patients = ["a", "a", "b", "b", "c", "d", "e"]
+    hashes = ["h1", "h2", "h2", "h3", "h3", "h4", "h5"]        # a-b share h2, b-c share h3; d, e alone
+    groups = nb["linked_groups"](patients, hashes)
+    assert len(set(groups[:5])) == 1 and groups[0] in {"a", "b", "c"}
+    assert groups[5] == "d" and groups[6] == "e"
+    assert nb["linked_groups"](["x", "y"], ["h", "h"])[0] == nb["linked_groups"](["x", "y"], ["h", "h"])[1]
 
 
 def test_choose_threshold_is_highest_meeting_sensitivity(nb):
@@ -116,6 +135,8 @@ def test_split_probs_averages_ensemble_members(nb):
               "both": {"members": ("a", "b")}}
     np.testing.assert_allclose(nb["split_probs"](models, "a", "val"), [0.2, 0.9], atol=1e-7)
     np.testing.assert_allclose(nb["split_probs"](models, "both", "val"), [0.3, 0.7], atol=1e-7)
+    models["a"]["val_probs"] = np.array([0.0, 0.1])        # stored earlier: reused, not predicted again
+    np.testing.assert_allclose(nb["split_probs"](models, "both", "val"), [0.2, 0.3], atol=1e-7)
 
 
 def tiny_model(nb, image_size):
@@ -141,3 +162,32 @@ def test_explain_averages_member_maps_at_one_size(nb, tmp_path):
     assert 0 <= both.min() and both.max() <= 1 + 1e-6
     small_alone = nb["explain"]([small], paths, 24)
     np.testing.assert_allclose(both, (small_alone + single) / 2, atol=1e-5)
+
+
+@pytest.mark.parametrize("share", [0.2, 0.625, 0.85])
+def test_estimate_prevalence_recovers_the_share_from_calibrated_probabilities(nb, share):
+    rng = np.random.default_rng(3)
+    labels = rng.random(20000) < share
+    scores = rng.normal(np.where(labels, 1.0, -1.0), 1.0)   # unit-variance classes at -1 and +1
+    probs = 1 / (1 + np.exp(-2 * scores))                      # exact posterior for a 50:50 population
+    assert nb["estimate_prevalence"](probs) == pytest.approx(labels.mean(), abs=0.02)
+    made_for_share = 1 / (1 + np.exp(-(2 * scores + np.log(share / (1 - share)))))   # made for the true share
+    assert nb["estimate_prevalence"](made_for_share, model_prior=share) == pytest.approx(labels.mean(), abs=0.02)
+
+
+def test_batch_norm_adapted_uses_the_data_statistics_and_restores_them(nb):
+    tf, keras, layers = nb["tf"], nb["keras"], nb["layers"]
+    inputs = keras.Input((8, 8, 1))
+    norm = layers.BatchNormalization()
+    backbone = keras.Model(inputs, norm(layers.Conv2D(3, 3, padding="same")(inputs)))
+    images = np.random.default_rng(0).normal(5.0, 2.0, (20, 8, 8, 1)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(20, "float32"))).batch(6)
+    before = norm.moving_mean.numpy().copy(), norm.moving_variance.numpy().copy()
+    conv_out = keras.Model(inputs, norm.input)(images).numpy()
+    with nb["batch_norm_adapted"](backbone, dataset):
+        np.testing.assert_allclose(norm.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(norm.moving_variance.numpy(), conv_out.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+        adapted = backbone(images, training=False).numpy()
+        assert abs(adapted.mean()) < 1e-3 and abs(adapted.std() - 1) < 0.01   # standardised by its own data
+    np.testing.assert_array_equal(norm.moving_mean.numpy(), before[0])
+    np.testing.assert_array_equal(norm.moving_variance.numpy(), before[1])

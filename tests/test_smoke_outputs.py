@@ -43,7 +43,9 @@ def test_data_counts_each_image_once_and_lists_bad_files(metrics):
     images = metrics["data"]["images"]
     assert sum(images["test"].values()) == TEST_IMAGES
     train_and_val = sum(images["train"].values()) + sum(images["val"].values())
-    assert train_and_val == 20 * 2 + 4 + 2      # train films + folded val/ + two PNGs (16-bit, RGBA)
+    assert train_and_val == 20 * 2 + 4 + 3      # train films + folded val/ + two PNGs (16-bit, RGBA) + a copy
+    assert metrics["data"]["duplicates"] == {"groups": 1, "spanning_train_and_test": 0, "spanning_patient_ids": 1,
+                                             "merged_patient_groups": 1}
     assert metrics["data"]["official_val_images_folded_into_train"] == 4
     root = SMOKE_DATA / "chest_xray"
     left_out = {str(Path(row["path"]).relative_to(root)): row["status"].split(":")[0]
@@ -98,6 +100,22 @@ def test_operating_points_chosen_on_validation(metrics):
     assert [point["val_sensitivity_target"] for point in points] == [0.9, 0.95, 0.98]
     for point in points:
         assert point["val_sensitivity"] >= point["val_sensitivity_target"]
+
+
+def test_label_free_analysis_is_separate_and_keeps_the_protocol(metrics, predictions):
+    analysis = metrics["label_free_analysis"]
+    assert analysis["headline"] is False
+    assert set(analysis["prevalence"]) == set(CANDIDATES)
+    labels = predictions["label"].to_numpy()
+    for shares in analysis["prevalence"].values():
+        assert 0 < shares["val estimate"] < 1 and 0 < shares["test estimate"] < 1
+        assert shares["test true"] == pytest.approx(labels.mean())
+    assert set(analysis["adabn"]) == {"deep_cnn"}          # the only model with batch normalisation
+    adapted = analysis["adabn"]["deep_cnn"]
+    assert adapted["val"]["sensitivity"] >= 0.95           # threshold chosen on (adapted) validation data
+    assert adapted["test"]["threshold"] == adapted["threshold"]
+    assert adapted["test"]["tp"] + adapted["test"]["fp"] + adapted["test"]["tn"] + adapted["test"]["fn"] == TEST_IMAGES
+    assert metrics["timings"]["label_free_analysis"] >= 0
 
 
 @pytest.mark.parametrize("figure", FIGURES)
