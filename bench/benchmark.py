@@ -2,13 +2,16 @@
 
   python bench/benchmark.py --smoke                      # smoke mode on generated data
   python bench/benchmark.py --data-dir DIR [--weights F] # full run on the real data
-  python bench/benchmark.py --table results/metrics.json # tables of an earlier run (README)
+  python bench/benchmark.py --table results/metrics.json # tables of an earlier run
+  python bench/benchmark.py --table results/metrics.json --readme README.md
+                                                         # and write them into the README's marked blocks
 
 Runs write to a temporary folder, never over the committed report.
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -49,15 +52,62 @@ def results_table(metrics):
                       "|---|---|---|---|---|---|---|---|", *rows])
 
 
+def verdict(metrics):
+    """One sentence: does the best model meet the bar on test at its validation-chosen threshold?"""
+    name = metrics["best_model"]
+    chosen, validation = metrics["models"][name]["test"], metrics["models"][name]["val"]
+    met = chosen["sensitivity"] >= 0.90 and chosen["specificity"] >= 0.90
+    passing = [model for model, entry in metrics["models"].items()
+               if entry["test"]["sensitivity"] >= 0.90 and entry["test"]["specificity"] >= 0.90]
+    return (f"The best model on validation data, {name}, {'meets' if met else 'does not meet'} the bar of 0.90 "
+            f"sensitivity and specificity on the official test set at its validation-chosen threshold: "
+            f"{chosen['sensitivity']:.3f} / {chosen['specificity']:.3f} (on validation "
+            f"{validation['sensitivity']:.3f} / {validation['specificity']:.3f}). Candidates that meet it on test: "
+            f"{', '.join(passing) if passing else 'none'}.")
+
+
+def label_free_table(metrics):
+    """The separate label-free analysis (never the headline): EM class share and AdaBN."""
+    analysis = metrics.get("label_free_analysis")
+    if not analysis:
+        return ""
+    rows = [f"| {name} | {shares['val estimate']:.3f} ({shares['val true']:.3f}) | "
+            f"{shares['test estimate']:.3f} ({shares['test true']:.3f}) |" for name, shares in analysis["prevalence"].items()]
+    lines = ["| model | EM share of pneumonia, val (true) | EM share of pneumonia, test (true) |", "|---|---|---|", *rows, ""]
+    lines += ["| model | AdaBN threshold (val) | test sensitivity | test specificity | test AUC |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {result['threshold']:.3f} | {result['test']['sensitivity']:.3f} | "
+              f"{result['test']['specificity']:.3f} | {result['test']['auc']:.4f} |" for name, result in analysis["adabn"].items()]
+    return "\n".join(lines)
+
+
+def update_readme(path, metrics):
+    """Replace each block between <!-- NAME:start --> and <!-- NAME:end --> in the README with the
+    table of that name, so the README quotes computed numbers only."""
+    blocks = {"results": results_table(metrics) + "\n\n" + verdict(metrics),
+              "label-free": label_free_table(metrics), "timings": timing_table(metrics).split("\n\n", 1)[1]}
+    text = Path(path).read_text()
+    for name, table in blocks.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        if not pattern.search(text):
+            sys.exit(f"{path} has no block <!-- {name}:start --> ... <!-- {name}:end -->; add the markers "
+                     "where the table belongs.")
+        text = pattern.sub(lambda match: match.group(1) + table + "\n" + match.group(2), text)
+    Path(path).write_text(text)
+    print(f"Updated the results, label-free and timings blocks of {path}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--smoke", action="store_true", help="smoke mode on a generated data set")
     mode.add_argument("--data-dir", help="full run on this data folder")
     mode.add_argument("--table", help="print the tables of an existing metrics.json")
+    parser.add_argument("--readme", help="with --table: write the tables into this README's marked blocks")
     parser.add_argument("--weights", default=os.environ.get("PNEUMONIA_VGG16_WEIGHTS", ""),
                         help="VGG16 notop weights file for offline machines")
     args = parser.parse_args()
+    if args.readme and not args.table:
+        parser.error("--readme needs --table METRICS_JSON")
     if args.table:
         metrics = json.loads(Path(args.table).read_text())
     else:
@@ -75,6 +125,15 @@ def main():
     print(timing_table(metrics))
     print()
     print(results_table(metrics))
+    print()
+    print(verdict(metrics))
+    if metrics.get("label_free_analysis"):
+        print()
+        print("Separate label-free analysis (not the headline):")
+        print()
+        print(label_free_table(metrics))
+    if args.readme:
+        update_readme(args.readme, metrics)
 
 
 if __name__ == "__main__":
