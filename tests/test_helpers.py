@@ -170,7 +170,7 @@ def test_estimate_prevalence_recovers_the_share_from_calibrated_probabilities(nb
     labels = rng.random(20000) < share
     scores = rng.normal(np.where(labels, 1.0, -1.0), 1.0)   # unit-variance classes at -1 and +1
     probs = 1 / (1 + np.exp(-2 * scores))                      # exact posterior for a 50:50 population
-    assert nb["estimate_prevalence"](probs) == pytest.approx(labels.mean(), abs=0.02)
+    assert nb["estimate_prevalence"](probs, 0.5) == pytest.approx(labels.mean(), abs=0.02)
     made_for_share = 1 / (1 + np.exp(-(2 * scores + np.log(share / (1 - share)))))   # made for the true share
     assert nb["estimate_prevalence"](made_for_share, model_prior=share) == pytest.approx(labels.mean(), abs=0.02)
 
