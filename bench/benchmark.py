@@ -33,8 +33,7 @@ def run_notebook(env_overrides, workdir):
 
 def timing_table(metrics):
     rows = [f"| {section} | {seconds:.1f} |" for section, seconds in metrics["timings"].items()]
-    return "\n".join([f"Hardware: {metrics['hardware']}; mode: {metrics['mode']}", "",
-                      "| section | seconds |", "|---|---|", *rows])
+    return "\n".join(["| section | seconds |", "|---|---|", *rows])
 
 
 def results_table(metrics):
@@ -84,7 +83,7 @@ def update_readme(path, metrics):
     """Replace each block between <!-- NAME:start --> and <!-- NAME:end --> in the README with the
     table of that name, so the README quotes computed numbers only."""
     blocks = {"results": results_table(metrics) + "\n\n" + verdict(metrics),
-              "label-free": label_free_table(metrics), "timings": timing_table(metrics).split("\n\n", 1)[1]}
+              "label-free": label_free_table(metrics), "timings": timing_table(metrics)}
     text = Path(path).read_text()
     for name, table in blocks.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
@@ -122,6 +121,8 @@ def main():
                 overrides = {"PNEUMONIA_SMOKE": "0", "PNEUMONIA_DATA_DIR": args.data_dir,
                              "PNEUMONIA_VGG16_WEIGHTS": args.weights}
             metrics = run_notebook(overrides, workdir)
+    print(f"Hardware: {metrics['hardware']}; mode: {metrics['mode']}")
+    print()
     print(timing_table(metrics))
     print()
     print(results_table(metrics))
