@@ -4,6 +4,7 @@
 with PNEUMONIA_DATA_DIR and PNEUMONIA_OUTPUT_DIR pointing here, so the committed report is never
 overwritten. The tests in this folder then check what that run wrote.
 """
+import json
 import os
 import shutil
 import sys
@@ -11,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -62,3 +64,13 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     shutil.rmtree(SMOKE_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    """metrics.json of the smoke run that nbmake made first."""
+    path = SMOKE_OUTPUT / "results" / "metrics.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `pytest` from the repository root so that nbmake runs "
+                    "pneumonia_cnn.ipynb before these tests.")
+    return json.loads(path.read_text())

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SMOKE_OUTPUT
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "benchmark.py"
 README = """# Title
@@ -31,11 +30,6 @@ def bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def metrics():
-    return json.loads((SMOKE_OUTPUT / "results" / "metrics.json").read_text())
 
 
 def test_readme_blocks_are_filled_from_metrics_and_rewriting_is_stable(bench, metrics, tmp_path):

@@ -1,5 +1,4 @@
 """Checks on what the notebook's smoke run (run first by nbmake) wrote to PNEUMONIA_OUTPUT_DIR."""
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,6 @@ FIGURES = ("sample_images", "augmentation", "history_small_cnn", "history_deep_c
            "history_vgg16_fine_tune", "roc_validation", "confusion_matrices_test", "roc_pr_test",
            "reliability_test", "gradcam_test", "error_gallery")
 TEST_IMAGES = 20  # synthetic test split: 5 patients x 2 films per class
-
-
-@pytest.fixture(scope="module")
-def metrics():
-    path = SMOKE_OUTPUT / "results" / "metrics.json"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `pytest` from the repository root so that nbmake runs "
-                    "pneumonia_cnn.ipynb before these tests.")
-    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="module")
