@@ -5,6 +5,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import BAD_FILES, make_messy_kaggle_tree
 from notebook_code import load_helpers
@@ -139,6 +140,55 @@ def test_missing_or_empty_class(nb, tmp_path, damage):
 
 def test_vgg16_weights_file_must_exist(nb, tmp_path):
     with pytest.raises(nb["DataError"], match="PNEUMONIA_VGG16_WEIGHTS"):
-        nb["vgg16_weights"](str(tmp_path / "missing.h5"), smoke=False)
-    assert nb["vgg16_weights"]("", smoke=False) == "imagenet"
-    assert nb["vgg16_weights"]("", smoke=True) is None
+        nb["vgg16_weights"](str(tmp_path / "missing.h5"), smoke=False, download=no_download)
+    weights = tmp_path / "weights.h5"
+    weights.write_bytes(b"h5")
+    assert nb["vgg16_weights"](str(weights), smoke=False, download=no_download) == str(weights)
+    assert nb["vgg16_weights"]("", smoke=False, download=lambda: "/cache/vgg16.h5") == "/cache/vgg16.h5"
+    assert nb["vgg16_weights"]("", smoke=True, download=no_download) is None
+
+
+def test_vgg16_weights_without_internet_stop_with_the_fix(nb):
+    with pytest.raises(nb["DataError"], match="ConnectionError: no network.*PNEUMONIA_VGG16_WEIGHTS"):
+        nb["vgg16_weights"]("", smoke=False, download=no_download)
+
+
+def kaggle_mount(input_dir, nested):
+    """The data set mounted as Kaggle does: /kaggle/input/<slug>/chest_xray (classic) or
+    /kaggle/input/datasets/<owner>/<slug>/chest_xray (newer)."""
+    parent = input_dir / ("datasets/paultimothymooney" if nested else "") / "chest-xray-pneumonia"
+    return synthetic.make_tree(parent / "chest_xray")
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["classic mount", "datasets mount"])
+def test_kaggle_mounts_with_a_second_data_set_attached(nb, tmp_path, nested):
+    root = kaggle_mount(tmp_path / "input", nested)
+    cats = tmp_path / "input" / "other-ds" / "train" / "cats"
+    cats.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(cats / "cat.jpeg")
+    found, _, source = locate(nb, kaggle_input=tmp_path / "input")
+    assert found == root and source.startswith("Kaggle input")
+    assert counts(nb["scan_dataset"](found)) == EXPECTED
+
+
+def test_relative_data_dir_names_the_absolute_path_tried(nb, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(nb["DataError"]) as error:
+        locate(nb, "chest_xray")
+    assert str(tmp_path / "chest_xray") in str(error.value) and "notebook's folder" in str(error.value)
+
+
+def test_data_dir_expands_home_and_variables(nb, tmp_path, monkeypatch):
+    root = synthetic.make_tree(tmp_path / "xray" / "chest_xray")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XRAY_DATA", str(tmp_path / "xray"))
+    assert locate(nb, "~/xray")[0] == root
+    assert locate(nb, "$XRAY_DATA/chest_xray")[0] == root
+    assert locate(nb, "${HOME}/xray")[0] == root
+
+
+def test_sample_per_class_shows_what_there_is(nb):
+    frame = pd.DataFrame({"class": ["PNEUMONIA"] * 9 + ["NORMAL"] * 2, "path": [f"f{index}" for index in range(11)]})
+    samples = nb["sample_per_class"](frame, 4, seed=0)
+    assert samples["class"].value_counts().to_dict() == {"PNEUMONIA": 4, "NORMAL": 2}
+    assert samples["class"].iloc[0] == "NORMAL"

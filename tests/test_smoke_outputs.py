@@ -10,7 +10,7 @@ MODELS = ("small_cnn", "deep_cnn", "vgg16")   # trained
 CANDIDATES = MODELS + ("ensemble",)            # what the best model is chosen from
 FIGURES = ("sample_images", "augmentation", "history_small_cnn", "history_deep_cnn", "history_vgg16_head",
            "history_vgg16_fine_tune", "roc_validation", "confusion_matrices_test", "roc_pr_test",
-           "reliability_test", "gradcam_test", "error_gallery")
+           "reliability_test", "gradcam_test", "error_gallery", "lung_masks_validation")
 TEST_IMAGES = 20  # synthetic test split: 5 patients x 2 films per class
 
 
@@ -23,7 +23,7 @@ def test_run_metadata(metrics):
     assert metrics["mode"] == "smoke" and metrics["seed"] == 42
     assert metrics["best_model"] in CANDIDATES
     assert set(metrics["models"]) == set(CANDIDATES)
-    assert 0 <= metrics["mcnemar_p"] <= 1 and 0 <= metrics["gradcam_central_share"] <= 1
+    assert 0 <= metrics["mcnemar_p"] <= 1
     for section in ("data_audit", "small_cnn", "deep_cnn", "vgg16", "test_evaluation", "total"):
         assert metrics["timings"][section] >= 0
     assert metrics["timings"]["total"] >= sum(v for k, v in metrics["timings"].items() if k != "total")
@@ -106,6 +106,24 @@ def test_label_free_analysis_is_separate_and_keeps_the_protocol(metrics, predict
     assert adapted["test"]["threshold"] == adapted["threshold"]
     assert adapted["test"]["tp"] + adapted["test"]["fp"] + adapted["test"]["tn"] + adapted["test"]["fn"] == TEST_IMAGES
     assert metrics["timings"]["label_free_analysis"] >= 0
+
+
+def test_lung_share_block_covers_every_single_model_on_random_films(metrics):
+    gradcam = metrics["gradcam"]
+    assert gradcam["region"] and 0 < gradcam["mean_region_fraction"] < 1
+    for model in MODELS:
+        for split in ("val", "test"):
+            result = gradcam[model][split]
+            assert result["films"] > 0 and 0 <= result["lung_share"] <= 1
+    assert set(gradcam["mask_failures"]) == {"val", "test"}
+
+
+def test_shortcut_probe_and_image_statistics(metrics):
+    probe = metrics["shortcut_probe"]
+    assert probe["thumbnail_px"] == 8 and 0 <= probe["val_auc"] <= 1 and 0 <= probe["test_auc"] <= 1
+    groups = {(row["split"], row["class"]) for row in metrics["image_statistics"]}
+    assert groups == {(split, name) for split in ("train", "val", "test") for name in ("NORMAL", "PNEUMONIA")}
+    assert all(row["sharpness"] > 0 and 0 < row["brightness"] < 255 for row in metrics["image_statistics"])
 
 
 @pytest.mark.parametrize("figure", FIGURES)

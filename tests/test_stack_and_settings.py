@@ -1,0 +1,149 @@
+"""The notebook on every supported stack and under careless settings: the version check, the strategy's
+TPU fallback, the blur augmentation written for old Keras releases, the output folder of smoke runs, and
+the lung-field helpers of the Grad-CAM analysis."""
+import os
+import subprocess
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from notebook_code import NOTEBOOK, load_helpers
+from scipy import ndimage
+
+
+@pytest.fixture(scope="module")
+def nb():
+    return load_helpers()
+
+
+def cell_source(marker):
+    """The source of the one code cell that contains marker."""
+    cells = [cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells
+             if cell.cell_type == "code" and marker in cell.source]
+    assert len(cells) == 1, marker
+    return cells[0]
+
+
+def test_stack_problems_compares_versions_as_numbers(nb):
+    minimum = {"tensorflow": "2.16.1", "keras": "3.3.3"}
+    installed = {"tensorflow": "2.16.1", "keras": "3.10.0"}
+    assert nb["stack_problems"](minimum, installed.get) == []
+    assert nb["stack_problems"](minimum, {"tensorflow": "2.15.1", "keras": "3.3.2"}.get) == [
+        "tensorflow 2.15.1 is older than 2.16.1", "keras 3.3.2 is older than 3.3.3"]
+    assert nb["stack_problems"](minimum, {"keras": "3.13.2"}.get) == ["tensorflow is not installed"]
+    assert nb["stack_problems"](minimum, {"tensorflow": "2.21.0rc1", "keras": "3.15.1"}.get) == []
+
+
+def test_old_stack_stops_at_once_with_the_install_line(nb):
+    namespace = {"stack_problems": nb["stack_problems"], "MINIMUM_VERSIONS": nb["MINIMUM_VERSIONS"],
+                 "module_version": {"tensorflow": "2.18.1", "keras": "3.2.1"}.get}
+    with pytest.raises(RuntimeError, match=r'keras 3\.2\.1 is older than .*%pip install -U "tensorflow>=.*" "keras>=.*"'):
+        exec(cell_source("problems = stack_problems(MINIMUM_VERSIONS, module_version)"), namespace)
+
+
+def test_installed_stack_meets_the_minimum(nb):
+    assert nb["stack_problems"](nb["MINIMUM_VERSIONS"], nb["module_version"]) == []
+
+
+def test_tpu_that_cannot_start_falls_back_and_says_why(nb):
+    import tensorflow as tf
+
+    def no_tpu_address():
+        raise ValueError("Please provide a TPU Name to connect to.")
+
+    def tensorflow_cpu_on_a_tpu_host():
+        raise tf.errors.NotFoundError(None, None, "No registered 'ConfigureDistributedTPU' OpKernel for 'CPU' devices")
+
+    strategy, description = nb["detect_strategy"](no_tpu_address)
+    assert description in ("CPU", "1 GPU") and strategy.num_replicas_in_sync == 1
+    strategy, description = nb["detect_strategy"](tensorflow_cpu_on_a_tpu_host)
+    assert "no TPU strategy could start: NotFoundError" in description and strategy.num_replicas_in_sync == 1
+
+
+def films(count, seed=0):
+    return np.random.default_rng(seed).random((count, 12, 12, 1)).astype("float32")
+
+
+def test_blur_changes_the_configured_share_of_films(nb):
+    layer = nb["RandomBlur"](nb["AUGMENT_BLUR_PROBABILITY"], nb["AUGMENT_BLUR_SIGMA"], seed=3)
+    batch = films(4000)
+    blurred = np.asarray(layer(batch, training=True))
+    changed = np.abs(blurred - batch).max(axis=(1, 2, 3)) > 1e-6
+    assert abs(changed.mean() - nb["AUGMENT_BLUR_PROBABILITY"]) < 0.04
+    np.testing.assert_array_equal(np.asarray(layer(batch, training=False)), batch)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 1.0])
+def test_blur_is_a_three_tap_gaussian(nb, sigma):
+    batch = films(4, seed=1)
+    blurred = np.asarray(nb["RandomBlur"](1.0, (sigma, sigma), seed=0)(batch, training=True))
+    taps = np.exp(-np.array([-1.0, 0.0, 1.0]) ** 2 / (2 * sigma ** 2))
+    expected = batch
+    for axis in (1, 2):
+        expected = ndimage.convolve1d(expected, taps / taps.sum(), axis=axis, mode="constant", cval=0.0)
+    np.testing.assert_allclose(blurred, expected, atol=1e-5)
+
+
+def configuration(monkeypatch, tmp_path, **env):
+    """The configuration cell run with only the given PNEUMONIA_* variables set, from tmp_path."""
+    for name in [name for name in os.environ if name.startswith("PNEUMONIA_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"os": os, "Path": Path}
+    exec(cell_source('SMOKE = os.environ.get("PNEUMONIA_SMOKE"'), namespace)
+    return namespace
+
+
+def test_smoke_run_without_output_folder_keeps_off_the_report(monkeypatch, tmp_path):
+    config = configuration(monkeypatch, tmp_path, PNEUMONIA_SMOKE="1")
+    assert config["OUTPUT_DIR"] == tmp_path / "smoke_output"
+    assert configuration(monkeypatch, tmp_path)["OUTPUT_DIR"] == tmp_path       # a full run writes the report
+    ignored = subprocess.run(["git", "check-ignore", "-q", "smoke_output/results/metrics.json"],
+                             cwd=NOTEBOOK.parent).returncode
+    assert ignored == 0, "smoke_output/ must be ignored by git"
+
+
+def test_output_folder_and_weights_expand_home_and_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WEIGHTS_DIR", "/opt/weights")
+    config = configuration(monkeypatch, tmp_path, PNEUMONIA_OUTPUT_DIR="~/runs/one",
+                           PNEUMONIA_VGG16_WEIGHTS="$WEIGHTS_DIR/vgg16.h5")
+    assert config["OUTPUT_DIR"] == tmp_path / "runs" / "one"
+    assert config["VGG16_WEIGHTS"] == "/opt/weights/vgg16.h5"
+
+
+def two_lung_film(size=112):
+    """A bright body with a brighter spine, a bright abdomen along the bottom and two dark oval lungs."""
+    rows, cols = np.mgrid[0:size, 0:size] / size
+    film = 0.7 + 0.25 * np.exp(-((cols - 0.5) ** 2) / 0.003)
+    lungs = np.zeros((size, size), dtype=bool)
+    for centre in (0.27, 0.73):
+        lungs |= ((rows - 0.45) / 0.3) ** 2 + ((cols - centre) / 0.15) ** 2 <= 1
+    film[lungs] = 0.15
+    film[rows > 0.85] = 0.9
+    return film, lungs
+
+
+def test_lung_mask_lies_over_the_dark_ovals(nb):
+    film, lungs = two_lung_film()
+    mask, found = nb["lung_mask"](film)
+    assert found
+    assert (mask & lungs).sum() / mask.sum() > 0.8        # the mask lies on the lungs (rounded boxes over ovals)
+    assert (mask & lungs).sum() / lungs.sum() > 0.6       # and covers most of them
+    assert (mask & lungs)[:, :56].any() and (mask & lungs)[:, 56:].any()
+
+
+def test_lung_mask_fails_the_size_check_on_a_blank_film(nb):
+    assert nb["lung_mask"](np.full((112, 112), 0.5))[1] is False
+
+
+def test_lung_share_of_heat_inside_outside_and_at_another_size(nb):
+    _, lungs = two_lung_film()
+    assert nb["lung_share"](lungs.astype(float), lungs) == pytest.approx(1.0)
+    assert nb["lung_share"]((~lungs).astype(float), lungs) == pytest.approx(0.0)
+    heat = np.zeros((56, 56))
+    heat[20:30, 10:20] = 1.0                                # inside the left oval, at half the size
+    assert nb["lung_share"](heat, lungs) > 0.95
