@@ -1,0 +1,68 @@
+"""Judge a change on validation data only, before any full run scores the test set.
+
+  python bench/validate.py --data-dir DIR [--weights FILE] [--seed N] [--output DIR]
+
+Runs the notebook's code cells up to the choice of the best model (data, split, training, thresholds),
+then its helper cells, then measures on random validation films what the report's analyses measure:
+each model's validation AUC and operating point, the lung share of its Grad-CAM heat, and the
+shortcut probe's validation AUC. Nothing is predicted on the test set. Writes validation.json under
+the output folder (a temporary folder by default, never the committed report) and prints it.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+REPO = Path(__file__).resolve().parent.parent
+LAST_CELL = "BEST_MODEL = max("          # the choice of the best model on validation data
+VALIDATION_EVIDENCE = '''
+cam_films = {"val": random_films(val_images, GRADCAM_FILMS, SEED)}
+masks = {"val": film_masks(cam_films["val"])}
+evidence = {"seed": SEED, "best_model": BEST_MODEL, "timings": timings,
+            "models": {name: {**entry["val"], "threshold": entry["threshold"]} for name, entry in models.items()},
+            "lung_share": {name: {"val": mean_lung_share(models[name], cam_films["val"], masks["val"])}
+                           for name in ENSEMBLE_MEMBERS},
+            "mask_failures": int(sum(not found for _, found in masks["val"])),
+            "mean_region_fraction": float(np.mean([mask.mean() for mask, found in masks["val"] if found])),
+            "shortcut_probe": shortcut_probe(cnn_datasets, ("val",), PROBE_THUMBNAIL)}
+(RESULT_DIR / "validation.json").write_text(json.dumps(to_json_ready(evidence), indent=2))
+'''
+
+
+def validation_notebook():
+    """The notebook's code cells up to LAST_CELL, its later helper cells, and the evidence cell."""
+    cells, reached = [], False
+    for cell in nbformat.read(REPO / "pneumonia_cnn.ipynb", as_version=4).cells:
+        if cell.cell_type == "code" and (not reached or "helpers" in cell.metadata.get("tags", [])):
+            cells.append(cell)
+        reached = reached or LAST_CELL in cell.source
+    if not reached:
+        sys.exit(f"No cell with '{LAST_CELL}' in the notebook: update LAST_CELL in {__file__}.")
+    return nbformat.v4.new_notebook(cells=cells + [nbformat.v4.new_code_cell(VALIDATION_EVIDENCE)])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--weights", default="")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output", default="")
+    args = parser.parse_args()
+    output = Path(args.output or tempfile.mkdtemp(prefix="pneumonia_validate_")).resolve()
+    os.environ.update({"PNEUMONIA_DATA_DIR": str(Path(args.data_dir).resolve()), "PNEUMONIA_OUTPUT_DIR": str(output),
+                       "PNEUMONIA_SEED": str(args.seed), "PNEUMONIA_SMOKE": os.environ.get("PNEUMONIA_SMOKE", "0")})
+    if args.weights:
+        os.environ["PNEUMONIA_VGG16_WEIGHTS"] = str(Path(args.weights).resolve())
+    notebook = validation_notebook()
+    NotebookClient(notebook, timeout=None, resources={"metadata": {"path": str(REPO)}}).execute()
+    nbformat.write(notebook, output / "validation.ipynb")
+    print((output / "results" / "validation.json").read_text())
+
+
+if __name__ == "__main__":
+    main()
