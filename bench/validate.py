@@ -3,13 +3,13 @@
   python bench/validate.py --data-dir DIR [--weights FILE] [--seed N] [--output DIR]
 
 Runs the notebook's code cells up to the choice of the best model (data, split, training, thresholds),
-then its helper cells, then measures on random validation films what the report's analyses measure:
+then the definitions of its later cells, then measures on random validation films what the report's analyses measure:
 each model's validation AUC and operating point, the lung share of its Grad-CAM heat, and the
 shortcut probe's validation AUC. Nothing is predicted on the test set. Writes validation.json under
 the output folder (a temporary folder by default, never the committed report) and prints it.
 """
 import argparse
-import json
+import ast
 import os
 import sys
 import tempfile
@@ -19,13 +19,13 @@ import nbformat
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
-LAST_CELL = "BEST_MODEL = max("          # the choice of the best model on validation data
+LAST_CELL = "BEST_MODEL = min(tied"      # the choice of the best model on validation data
 VALIDATION_EVIDENCE = '''
 cam_films = {"val": random_films(val_images, GRADCAM_FILMS, SEED)}
 masks = {"val": film_masks(cam_films["val"])}
 evidence = {"seed": SEED, "best_model": BEST_MODEL, "timings": timings,
             "models": {name: {**entry["val"], "threshold": entry["threshold"]} for name, entry in models.items()},
-            "lung_share": {name: {"val": mean_lung_share(models[name], cam_films["val"], masks["val"])}
+            "lung_share": {name: {"val": mean_lung_share([models[name]], cam_films["val"], masks["val"])}
                            for name in ENSEMBLE_MEMBERS},
             "mask_failures": int(sum(not found for _, found in masks["val"])),
             "mean_region_fraction": float(np.mean([mask.mean() for mask, found in masks["val"] if found])),
@@ -34,12 +34,21 @@ evidence = {"seed": SEED, "best_model": BEST_MODEL, "timings": timings,
 '''
 
 
+def definitions(source):
+    """The imports, functions and classes (with their decorators) of a cell's code."""
+    lines = source.splitlines()
+    return "\n\n".join("\n".join(lines[min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1:
+                                        node.end_lineno])
+                       for node in ast.parse(source).body
+                       if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)))
+
+
 def validation_notebook():
-    """The notebook's code cells up to LAST_CELL, its later helper cells, and the evidence cell."""
+    """The notebook's code cells up to LAST_CELL, the definitions of its later cells, and the evidence cell."""
     cells, reached = [], False
     for cell in nbformat.read(REPO / "pneumonia_cnn.ipynb", as_version=4).cells:
-        if cell.cell_type == "code" and (not reached or "helpers" in cell.metadata.get("tags", [])):
-            cells.append(cell)
+        if cell.cell_type == "code":
+            cells.append(cell if not reached else nbformat.v4.new_code_cell(definitions(cell.source)))
         reached = reached or LAST_CELL in cell.source
     if not reached:
         sys.exit(f"No cell with '{LAST_CELL}' in the notebook: update LAST_CELL in {__file__}.")

@@ -25,25 +25,26 @@ def cell_source(marker):
     return cells[0]
 
 
-def test_stack_problems_compares_versions_as_numbers(nb):
-    minimum = {"tensorflow": "2.16.1", "keras": "3.3.3"}
-    installed = {"tensorflow": "2.16.1", "keras": "3.10.0"}
-    assert nb["stack_problems"](minimum, installed.get) == []
-    assert nb["stack_problems"](minimum, {"tensorflow": "2.15.1", "keras": "3.3.2"}.get) == [
-        "tensorflow 2.15.1 is older than 2.16.1", "keras 3.3.2 is older than 3.3.3"]
-    assert nb["stack_problems"](minimum, {"keras": "3.13.2"}.get) == ["tensorflow is not installed"]
-    assert nb["stack_problems"](minimum, {"tensorflow": "2.21.0rc1", "keras": "3.15.1"}.get) == []
+MINIMUM = {"tensorflow": "2.16.1", "keras": "3.3.3"}
 
 
-def test_old_stack_stops_at_once_with_the_install_line(nb):
-    namespace = {"stack_problems": nb["stack_problems"], "MINIMUM_VERSIONS": nb["MINIMUM_VERSIONS"],
-                 "module_version": {"tensorflow": "2.18.1", "keras": "3.2.1"}.get}
-    with pytest.raises(RuntimeError, match=r'keras 3\.2\.1 is older than .*%pip install -U "tensorflow>=.*" "keras>=.*"'):
-        exec(cell_source("problems = stack_problems(MINIMUM_VERSIONS, module_version)"), namespace)
+@pytest.mark.parametrize("installed", [{"tensorflow": "2.16.1", "keras": "3.3.3"}, {"tensorflow": "2.21.0rc1", "keras": "3.10.0"}])
+def test_supported_stacks_pass_the_check(nb, installed):
+    nb["check_stack"](MINIMUM, installed.get)                # versions compare as numbers: 3.10 is newer than 3.3
+
+
+@pytest.mark.parametrize("installed, problem", [
+    ({"tensorflow": "2.15.1", "keras": "3.3.3"}, "tensorflow 2.15.1 is older than 2.16.1"),
+    ({"tensorflow": "2.18.1", "keras": "3.2.1"}, "keras 3.2.1 is older than 3.3.3"),
+    ({"keras": "3.13.2"}, "tensorflow is not installed"),
+])
+def test_old_or_missing_stack_stops_with_the_install_line(nb, installed, problem):
+    with pytest.raises(RuntimeError, match=problem + r'.*%pip install -U "tensorflow>=2.16.1" "keras>=3.3.3"'):
+        nb["check_stack"](MINIMUM, installed.get)
 
 
 def test_installed_stack_meets_the_minimum(nb):
-    assert nb["stack_problems"](nb["MINIMUM_VERSIONS"], nb["module_version"]) == []
+    nb["check_stack"](nb["MINIMUM_VERSIONS"], nb["module_version"])
 
 
 def test_tpu_that_cannot_start_falls_back_and_says_why(nb):
