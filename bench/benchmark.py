@@ -9,6 +9,7 @@
 Runs write to a temporary folder, never over the committed report.
 """
 import argparse
+import csv
 import json
 import os
 import re
@@ -79,10 +80,34 @@ def label_free_table(metrics):
     return "\n".join(lines)
 
 
-def update_readme(path, metrics):
+def evidence_table(metrics, seeds):
+    """Where the single models look (lung share of their Grad-CAM heat on random films), the shortcut probe, and
+    the spread over seeds (rows of seeds.csv: mean and range per model)."""
+    gradcam, probe = metrics["gradcam"], metrics["shortcut_probe"]
+    lines = ["| model | lung share, validation (films) | lung share, test (films) |", "|---|---|---|"]
+    lines += [f"| {name} | {gradcam[name]['val']['lung_share']:.3f} ({gradcam[name]['val']['films']}) | "
+              f"{gradcam[name]['test']['lung_share']:.3f} ({gradcam[name]['test']['films']}) |"
+              for name in ("small_cnn", "deep_cnn", "vgg16")]
+    lines += ["", f"The lung masks cover {gradcam['mean_region_fraction']:.3f} of the model's input on average. A logistic "
+              f"regression on {probe['thumbnail_px']}×{probe['thumbnail_px']} thumbnails separates the classes with "
+              f"validation AUC {probe['val_auc']:.3f} and test AUC {probe['test_auc']:.3f}."]
+    if seeds:
+        seed_list = sorted({int(row["seed"]) for row in seeds})
+        lines += ["", f"Over seeds {', '.join(map(str, seed_list))} (mean, and range in brackets; nothing selected among seeds):", "",
+                  "| model | val AUC | test sensitivity | test specificity | test AUC |", "|---|---|---|---|---|"]
+        for name in dict.fromkeys(row["model"] for row in seeds):
+            cells = []
+            for column in ("val_auc", "test_sensitivity", "test_specificity", "test_auc"):
+                values = [float(row[column]) for row in seeds if row["model"] == name]
+                cells.append(f"{sum(values) / len(values):.3f} ({min(values):.3f}–{max(values):.3f})")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(path, metrics, seeds=None):
     """Replace each block between <!-- NAME:start --> and <!-- NAME:end --> in the README with the
     table of that name, so the README quotes computed numbers only."""
-    blocks = {"results": results_table(metrics) + "\n\n" + verdict(metrics),
+    blocks = {"results": results_table(metrics) + "\n\n" + verdict(metrics), "evidence": evidence_table(metrics, seeds),
               "label-free": label_free_table(metrics), "timings": timing_table(metrics)}
     text = Path(path).read_text()
     for name, table in blocks.items():
@@ -134,7 +159,8 @@ def main():
         print()
         print(label_free_table(metrics))
     if args.readme:
-        update_readme(args.readme, metrics)
+        seed_file = Path(args.table).parent / "seeds.csv"
+        update_readme(args.readme, metrics, list(csv.DictReader(seed_file.open())) if seed_file.exists() else None)
 
 
 if __name__ == "__main__":

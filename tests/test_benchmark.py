@@ -1,9 +1,11 @@
 """The README's tables are written by bench/benchmark.py from a metrics.json: check that writer on the
-smoke run's metrics (nbmake runs the notebook before these tests)."""
+smoke run's metrics (nbmake runs the notebook before these tests); and bench/seeds.py's merge of seed rows."""
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "benchmark.py"
@@ -14,6 +16,9 @@ old results
 <!-- results:end -->
 
 text between
+
+<!-- evidence:start -->
+<!-- evidence:end -->
 
 <!-- label-free:start -->
 <!-- label-free:end -->
@@ -43,8 +48,16 @@ def test_readme_blocks_are_filled_from_metrics_and_rewriting_is_stable(bench, me
     assert f"best model on validation data, {best}," in text
     assert "| deep_cnn | " in text.split("<!-- label-free:start -->")[1]
     assert f"| total | {metrics['timings']['total']:.1f} |" in text
+    assert f"| vgg16 | {metrics['gradcam']['vgg16']['val']['lung_share']:.3f} (" in text
     bench.update_readme(readme, metrics)
     assert readme.read_text() == text
+
+
+def test_evidence_block_summarises_every_seed(bench, metrics):
+    seeds = [{"seed": seed, "model": "vgg16", "val_auc": auc, "test_sensitivity": 0.9, "test_specificity": 0.8,
+              "test_auc": auc} for seed, auc in ((42, "0.95"), (7, "0.97"))]
+    assert "| vgg16 | 0.960 (0.950–0.970) | 0.900 (0.900–0.900) | 0.800 (0.800–0.800) | 0.960 (0.950–0.970) |" in \
+        bench.evidence_table(metrics, seeds)
 
 
 def test_verdict_follows_the_numbers(bench, metrics):
@@ -62,3 +75,14 @@ def test_readme_without_markers_is_a_clear_error(bench, metrics, tmp_path):
     readme.write_text("# no markers here\n")
     with pytest.raises(SystemExit, match="no block <!-- results:start -->"):
         bench.update_readme(readme, metrics)
+
+
+def test_seed_rows_replace_only_their_own_seed(tmp_path):
+    sys.path.insert(0, str(BENCH.parent))
+    from seeds import merge_seed_rows
+    table = tmp_path / "seeds.csv"
+    rows = lambda seed, auc: pd.DataFrame({"seed": [seed, seed], "model": ["a", "b"], "test_auc": [auc, auc]})  # noqa: E731
+    merge_seed_rows(table, rows(42, 0.9), 42)
+    merge_seed_rows(table, rows(7, 0.8), 7)
+    merged = merge_seed_rows(table, rows(7, 0.7), 7)
+    assert sorted(zip(merged["seed"], merged["test_auc"])) == [(7, 0.7), (7, 0.7), (42, 0.9), (42, 0.9)]
