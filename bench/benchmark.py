@@ -104,6 +104,28 @@ def evidence_table(metrics, seeds):
     return "\n".join(lines)
 
 
+HISTORY = REPO / "results" / "run_history.csv"
+MODELS = ("small_cnn", "deep_cnn", "vgg16", "ensemble")
+
+
+def record_run(metrics, change, history=HISTORY):
+    """Append one row for a full run on the real data (each one scores the test set) to the run history."""
+    if metrics["mode"] != "full":
+        sys.exit("Only full runs on the real data go into the run history.")
+    with open(history, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    row = {"run": str(int(rows[-1]["run"]) + 1 if rows else 1), "date": time.strftime("%Y-%m-%d"), "code_commit": commit,
+           "report_commit": "", "changed_before_run": change, "best_model": metrics["best_model"],
+           "wall_minutes": f"{metrics['timings']['total'] / 60:.1f}"}
+    for name in MODELS:
+        for key in ("sensitivity", "specificity", "auc"):
+            row[f"{name}_{key}"] = f"{metrics['models'][name]['test'][key]:.3f}"
+    with open(history, "a", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else list(row)).writerow(row)
+    print(f"Recorded run {row['run']} in {history}")
+
+
 def update_readme(path, metrics, seeds=None):
     """Replace each block between <!-- NAME:start --> and <!-- NAME:end --> in the README with the
     table of that name, so the README quotes computed numbers only."""
@@ -127,11 +149,13 @@ def main():
     mode.add_argument("--data-dir", help="full run on this data folder")
     mode.add_argument("--table", help="print the tables of an existing metrics.json")
     parser.add_argument("--readme", help="with --table: write the tables into this README's marked blocks")
+    parser.add_argument("--record", metavar="CHANGE", help="with --table: add this full run to results/run_history.csv, "
+                        "with what changed before it")
     parser.add_argument("--weights", default=os.environ.get("PNEUMONIA_VGG16_WEIGHTS", ""),
                         help="VGG16 notop weights file for offline machines")
     args = parser.parse_args()
-    if args.readme and not args.table:
-        parser.error("--readme needs --table METRICS_JSON")
+    if (args.readme or args.record) and not args.table:
+        parser.error("--readme and --record need --table METRICS_JSON")
     if args.table:
         metrics = json.loads(Path(args.table).read_text())
     else:
@@ -158,6 +182,8 @@ def main():
         print("Separate label-free analysis (not the headline):")
         print()
         print(label_free_table(metrics))
+    if args.record:
+        record_run(metrics, args.record)
     if args.readme:
         seed_file = Path(args.table).parent / "seeds.csv"
         update_readme(args.readme, metrics, list(csv.DictReader(seed_file.open())) if seed_file.exists() else None)

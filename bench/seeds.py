@@ -3,7 +3,8 @@
   python bench/seeds.py --data-dir DIR [--weights FILE] --seeds 7 2026
 
 Each run writes to a temporary folder, never over the committed report; its rows replace earlier rows of the
-same seed in results/seeds.csv. The committed run (seed 42) adds its own rows when it runs, and the report
+same seed in results/seeds.csv, and the run is added to results/run_history.csv (every full run scores the
+test set). The committed run (seed 42) adds its own rows when it runs, and the report
 shows every seed's rows: the mean and range per model. Nothing is selected among seeds.
 """
 import argparse
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import REPO, run_notebook  # noqa: E402
+from benchmark import REPO, record_run, run_notebook  # noqa: E402
 
 SEED_TABLE = REPO / "results" / "seeds.csv"
 
@@ -38,9 +39,10 @@ def main():
     args = parser.parse_args()
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as folder:
-            run_notebook({"PNEUMONIA_SMOKE": "0", "PNEUMONIA_SEED": str(seed), "PNEUMONIA_DATA_DIR": args.data_dir,
-                          "PNEUMONIA_VGG16_WEIGHTS": args.weights}, Path(folder))
+            metrics = run_notebook({"PNEUMONIA_SMOKE": "0", "PNEUMONIA_SEED": str(seed), "PNEUMONIA_DATA_DIR": args.data_dir,
+                                    "PNEUMONIA_VGG16_WEIGHTS": args.weights}, Path(folder))
             rows = pd.read_csv(Path(folder) / "output" / "results" / "seeds.csv")
+        record_run(metrics, f"seed {seed} of the final configuration, in a temporary folder (bench/seeds.py)")
         print(merge_seed_rows(SEED_TABLE, rows, seed).to_string(index=False))
 
 

@@ -6,19 +6,26 @@ Runs the notebook's code cells up to the choice of the best model (data, split, 
 then the definitions of its later cells, then measures on random validation films what the report's analyses measure:
 each model's validation AUC and operating point, the lung share of its Grad-CAM heat, and the
 shortcut probe's validation AUC. Nothing is predicted on the test set. Writes validation.json under
-the output folder (a temporary folder by default, never the committed report) and prints it.
+the output folder (a temporary folder by default, never the committed report) and prints it; with
+--record CHANGE DECISION it also adds a row to results/validation_history.csv.
 """
 import argparse
 import ast
+import csv
+import json
 import os
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
+HISTORY = REPO / "results" / "validation_history.csv"   # every validation-only run (none scores the test set)
+MODELS = ("small_cnn", "deep_cnn", "vgg16", "ensemble")
 LAST_CELL = "BEST_MODEL = min(tied"      # the choice of the best model on validation data
 VALIDATION_EVIDENCE = '''
 cam_films = {"val": random_films(val_images, GRADCAM_FILMS, SEED)}
@@ -55,12 +62,32 @@ def validation_notebook():
     return nbformat.v4.new_notebook(cells=cells + [nbformat.v4.new_code_cell(VALIDATION_EVIDENCE)])
 
 
+def record(evidence, change, decision, history=HISTORY, commit=None):
+    """Append one validation-only run to the history: what changed, each model's validation AUC and lung share, the
+    masks and the probe, and what was decided from it."""
+    commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                      text=True).stdout.strip()
+    row = {"date": time.strftime("%Y-%m-%d"), "code_commit": commit, "seed": evidence["seed"], "change": change,
+           **{f"{name}_val_auc": f"{evidence['models'][name]['auc']:.4f}" for name in MODELS},
+           **{f"{name}_val_lung_share": f"{share['val']['lung_share']:.3f}" for name, share in evidence["lung_share"].items()},
+           "mean_region_fraction": f"{evidence['mean_region_fraction']:.3f}", "mask_failures": evidence["mask_failures"],
+           "probe_val_auc": f"{evidence['shortcut_probe']['val_auc']:.3f}", "decision": decision}
+    new = not Path(history).exists()
+    with open(history, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--weights", default="")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", default="")
+    parser.add_argument("--record", nargs=2, metavar=("CHANGE", "DECISION"),
+                        help="add the run to results/validation_history.csv with what changed and what was decided")
     args = parser.parse_args()
     output = Path(args.output or tempfile.mkdtemp(prefix="pneumonia_validate_")).resolve()
     os.environ.update({"PNEUMONIA_DATA_DIR": str(Path(args.data_dir).resolve()), "PNEUMONIA_OUTPUT_DIR": str(output),
@@ -70,7 +97,10 @@ def main():
     notebook = validation_notebook()
     NotebookClient(notebook, timeout=None, resources={"metadata": {"path": str(REPO)}}).execute()
     nbformat.write(notebook, output / "validation.ipynb")
-    print((output / "results" / "validation.json").read_text())
+    evidence = json.loads((output / "results" / "validation.json").read_text())
+    print(json.dumps(evidence, indent=2))
+    if args.record:
+        record(evidence, *args.record)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The README's tables are written by bench/benchmark.py from a metrics.json: check that writer on the
 smoke run's metrics (nbmake runs the notebook before these tests); and bench/seeds.py's merge of seed rows."""
+import csv
 import importlib.util
 import json
 import sys
@@ -86,3 +87,17 @@ def test_seed_rows_replace_only_their_own_seed(tmp_path):
     merge_seed_rows(table, rows(7, 0.8), 7)
     merged = merge_seed_rows(table, rows(7, 0.7), 7)
     assert sorted(zip(merged["seed"], merged["test_auc"])) == [(7, 0.7), (7, 0.7), (42, 0.9), (42, 0.9)]
+
+
+def test_full_runs_are_recorded_in_the_run_history_and_smoke_runs_are_not(bench, metrics, tmp_path):
+    history = tmp_path / "run_history.csv"
+    history.write_text((BENCH.parent.parent / "results" / "run_history.csv").read_text())
+    before = history.read_text().count("\n")
+    with pytest.raises(SystemExit, match="Only full runs"):
+        bench.record_run(metrics, "smoke", history)
+    full = {**metrics, "mode": "full"}
+    bench.record_run(full, "a change, with a comma", history)
+    rows = list(csv.DictReader(history.open()))
+    assert len(rows) == before and rows[-1]["changed_before_run"] == "a change, with a comma"
+    assert int(rows[-1]["run"]) == int(rows[-2]["run"]) + 1
+    assert rows[-1]["vgg16_auc"] == f"{metrics['models']['vgg16']['test']['auc']:.3f}"
