@@ -108,13 +108,18 @@ HISTORY = REPO / "results" / "run_history.csv"
 MODELS = ("small_cnn", "deep_cnn", "vgg16", "ensemble")
 
 
+def head_commit():
+    """The short hash of the checked-out commit."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
 def record_run(metrics, change, history=HISTORY):
     """Append one row for a full run on the real data (each one scores the test set) to the run history."""
     if metrics["mode"] != "full":
         sys.exit("Only full runs on the real data go into the run history.")
     with open(history, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = head_commit()
     row = {"run": str(int(rows[-1]["run"]) + 1 if rows else 1), "date": time.strftime("%Y-%m-%d"), "code_commit": commit,
            "report_commit": "", "changed_before_run": change, "best_model": metrics["best_model"],
            "wall_minutes": f"{metrics['timings']['total'] / 60:.1f}"}

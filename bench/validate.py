@@ -14,7 +14,6 @@ import ast
 import csv
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +22,10 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark import MODELS, REPO, head_commit  # noqa: E402
+
 HISTORY = REPO / "results" / "validation_history.csv"   # every validation-only run (none scores the test set)
-MODELS = ("small_cnn", "deep_cnn", "vgg16", "ensemble")
 LAST_CELL = "BEST_MODEL = min(tied"      # the choice of the best model on validation data
 VALIDATION_EVIDENCE = '''
 cam_films = {"val": random_films(val_images, GRADCAM_FILMS, SEED)}
@@ -65,8 +65,7 @@ def validation_notebook():
 def record(evidence, change, decision, history=HISTORY, commit=None):
     """Append one validation-only run to the history: what changed, each model's validation AUC and lung share, the
     masks and the probe, and what was decided from it."""
-    commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                      text=True).stdout.strip()
+    commit = commit or head_commit()
     row = {"date": time.strftime("%Y-%m-%d"), "code_commit": commit, "seed": evidence["seed"], "change": change,
            **{f"{name}_val_auc": f"{evidence['models'][name]['auc']:.4f}" for name in MODELS},
            **{f"{name}_val_lung_share": f"{share['val']['lung_share']:.3f}" for name, share in evidence["lung_share"].items()},
