@@ -1,12 +1,14 @@
-"""Run the notebook with other seeds and keep each model's validation and test figures in results/seeds.csv.
+"""Run the notebook with other seeds and keep each model's validation and test figures in
+results/seeds.csv.
 
   python bench/seeds.py --data-dir DIR [--weights FILE] --seeds 7 2026
 
-Each run writes to a temporary folder, never over the committed report; its rows replace earlier rows of the
-same seed in results/seeds.csv, and the run is added to results/run_history.csv (every full run scores the
-test set). The committed run (seed 42) adds its own rows when it runs, and the report
-shows every seed's rows: the mean and range per model. Nothing is selected among seeds.
+Each run writes to a temporary folder, never over the committed report; its rows replace earlier
+rows of the same seed in results/seeds.csv, and the run is added to results/run_history.csv (every
+full run scores the test set). The committed run (seed 42) adds its own rows when it runs, and the
+report shows every seed's rows: the mean and range per model. Nothing is selected among seeds.
 """
+
 import argparse
 import sys
 import tempfile
@@ -21,7 +23,8 @@ SEED_TABLE = REPO / "results" / "seeds.csv"
 
 
 def merge_seed_rows(table, rows, seed):
-    """Write `rows` (one seed's rows) into the CSV at `table`, replacing that seed's earlier rows."""
+    """Write `rows` (one seed's rows) into the CSV at `table`, replacing that seed's earlier
+    rows."""
     rows = rows[rows["seed"] == seed]
     if rows.empty:
         sys.exit(f"The run with seed {seed} wrote no rows for that seed; see its output above.")
@@ -32,17 +35,29 @@ def merge_seed_rows(table, rows, seed):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--weights", default="")
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
     args = parser.parse_args()
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as folder:
-            metrics = run_notebook({"PNEUMONIA_SMOKE": "0", "PNEUMONIA_SEED": str(seed), "PNEUMONIA_DATA_DIR": args.data_dir,
-                                    "PNEUMONIA_VGG16_WEIGHTS": args.weights}, Path(folder))
+            metrics = run_notebook(
+                {
+                    "PNEUMONIA_SMOKE": "0",
+                    "PNEUMONIA_SEED": str(seed),
+                    "PNEUMONIA_DATA_DIR": args.data_dir,
+                    "PNEUMONIA_VGG16_WEIGHTS": args.weights,
+                },
+                Path(folder),
+            )
             rows = pd.read_csv(Path(folder) / "output" / "results" / "seeds.csv")
-        record_run(metrics, f"seed {seed} of the final configuration, in a temporary folder (bench/seeds.py)")
+        record_run(
+            metrics,
+            f"seed {seed} of the final configuration, in a temporary folder (bench/seeds.py)",
+        )
         print(merge_seed_rows(SEED_TABLE, rows, seed).to_string(index=False))
 
 

@@ -1,6 +1,8 @@
-"""Run the notebook's definitions in this process, so tests call the very functions the report uses: every
-statement of the cells tagged "helpers" (setup, configuration and pure definitions), and the imports, functions
-and classes of every other code cell (which may define a helper and use it at once)."""
+"""Run the notebook's definitions in this process, so tests call the very functions the report
+uses: every statement of the cells tagged "helpers" (setup, configuration and pure definitions), and
+the imports, functions and classes of every other code cell (which may define a helper and use it
+at once)."""
+
 import ast
 from pathlib import Path
 

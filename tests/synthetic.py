@@ -1,4 +1,5 @@
 """Small synthetic chest-X-ray-like data sets in the layouts the notebook must handle."""
+
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ def film(label, rng):
     image = 90 + 60 * np.exp(-((x - 0.5) ** 2) / 0.02) + rng.normal(0, 12, (SIZE, SIZE))
     if label:
         for _ in range(3):
-            cy, cx = rng.uniform(0.3, 0.7), rng.choice([rng.uniform(0.2, 0.35), rng.uniform(0.65, 0.8)])
+            cy = rng.uniform(0.3, 0.7)
+            cx = rng.choice([rng.uniform(0.2, 0.35), rng.uniform(0.65, 0.8)])
             image += 90 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 0.008)
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -33,8 +35,15 @@ def write_split(split_dir, patients, images_per_patient, rng, first_patient, cla
                 Image.fromarray(film(label, rng)).save(folder / file_name, quality=90)
 
 
-def make_tree(root, train_patients=10, test_patients=5, images_per_patient=2, val=False, seed=0,
-              class_case=str.upper):
+def make_tree(
+    root,
+    train_patients=10,
+    test_patients=5,
+    images_per_patient=2,
+    val=False,
+    seed=0,
+    class_case=str.upper,
+):
     """A plain train/ and test/ tree (optionally with a small val/) under root; returns root."""
     rng = np.random.default_rng(seed)
     root = Path(root)

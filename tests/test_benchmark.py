@@ -1,5 +1,7 @@
-"""The README's tables are written by bench/benchmark.py from a metrics.json: check that writer on the
-smoke run's metrics (nbmake runs the notebook before these tests); and bench/seeds.py's merge of seed rows."""
+"""The README's tables are written by bench/benchmark.py from a metrics.json: check that writer on
+the smoke run's metrics (nbmake runs the notebook before these tests); and bench/seeds.py's merge of
+seed rows."""
+
 import csv
 import importlib.util
 import json
@@ -55,17 +57,31 @@ def test_readme_blocks_are_filled_from_metrics_and_rewriting_is_stable(bench, me
 
 
 def test_evidence_block_summarises_every_seed(bench, metrics):
-    seeds = [{"seed": seed, "model": "vgg16", "val_auc": auc, "test_sensitivity": 0.9, "test_specificity": 0.8,
-              "test_auc": auc} for seed, auc in ((42, "0.95"), (7, "0.97"))]
-    assert "| vgg16 | 0.960 (0.950–0.970) | 0.900 (0.900–0.900) | 0.800 (0.800–0.800) | 0.960 (0.950–0.970) |" in \
-        bench.evidence_table(metrics, seeds)
+    seeds = [
+        {
+            "seed": seed,
+            "model": "vgg16",
+            "val_auc": auc,
+            "test_sensitivity": 0.9,
+            "test_specificity": 0.8,
+            "test_auc": auc,
+        }
+        for seed, auc in ((42, "0.95"), (7, "0.97"))
+    ]
+    row = (
+        "| vgg16 | 0.960 (0.950–0.970) | 0.900 (0.900–0.900) | 0.800 (0.800–0.800) "
+        "| 0.960 (0.950–0.970) |"
+    )
+    assert row in bench.evidence_table(metrics, seeds)
 
 
 def test_verdict_follows_the_numbers(bench, metrics):
     best = metrics["best_model"]
     passing = json.loads(json.dumps(metrics))
     passing["models"][best]["test"].update(sensitivity=0.95, specificity=0.91)
-    assert "meets the bar" in bench.verdict(passing) and "does not meet" not in bench.verdict(passing)
+    assert "meets the bar" in bench.verdict(passing) and "does not meet" not in bench.verdict(
+        passing
+    )
     failing = json.loads(json.dumps(metrics))
     failing["models"][best]["test"].update(sensitivity=0.99, specificity=0.89)
     assert "does not meet the bar" in bench.verdict(failing)
@@ -81,12 +97,21 @@ def test_readme_without_markers_is_a_clear_error(bench, metrics, tmp_path):
 def test_seed_rows_replace_only_their_own_seed(tmp_path):
     sys.path.insert(0, str(BENCH.parent))
     from seeds import merge_seed_rows
+
     table = tmp_path / "seeds.csv"
-    rows = lambda seed, auc: pd.DataFrame({"seed": [seed, seed], "model": ["a", "b"], "test_auc": [auc, auc]})  # noqa: E731
+
+    def rows(seed, auc):
+        return pd.DataFrame({"seed": [seed, seed], "model": ["a", "b"], "test_auc": [auc, auc]})
+
     merge_seed_rows(table, rows(42, 0.9), 42)
     merge_seed_rows(table, rows(7, 0.8), 7)
     merged = merge_seed_rows(table, rows(7, 0.7), 7)
-    assert sorted(zip(merged["seed"], merged["test_auc"])) == [(7, 0.7), (7, 0.7), (42, 0.9), (42, 0.9)]
+    assert sorted(zip(merged["seed"], merged["test_auc"], strict=True)) == [
+        (7, 0.7),
+        (7, 0.7),
+        (42, 0.9),
+        (42, 0.9),
+    ]
 
 
 def test_full_runs_are_recorded_in_the_run_history_and_smoke_runs_are_not(bench, metrics, tmp_path):

@@ -1,4 +1,6 @@
-"""The loader finds the one right copy of the data in every layout, lists bad files and fails clearly."""
+"""The loader finds the one right copy of the data in every layout, lists bad files and fails
+clearly."""
+
 import shutil
 import stat
 import zipfile
@@ -7,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BAD_FILES, make_messy_kaggle_tree
-from notebook_code import load_helpers
 from PIL import Image
 
 import synthetic
+from conftest import BAD_FILES, make_messy_kaggle_tree
+from notebook_code import load_helpers
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,13 @@ def no_download():
     raise ConnectionError("no network")
 
 
-def locate(nb, data_dir="", kaggle_input="/nonexistent/kaggle/input", local_dir="/nonexistent/data", download=no_download):
+def locate(
+    nb,
+    data_dir="",
+    kaggle_input="/nonexistent/kaggle/input",
+    local_dir="/nonexistent/data",
+    download=no_download,
+):
     return nb["locate_data"](data_dir, kaggle_input, local_dir, download)
 
 
@@ -32,7 +40,12 @@ def counts(files):
     return kept.groupby(["source_folder", "class"]).size().to_dict()
 
 
-EXPECTED = {("train", "NORMAL"): 20, ("train", "PNEUMONIA"): 20, ("test", "NORMAL"): 10, ("test", "PNEUMONIA"): 10}
+EXPECTED = {
+    ("train", "NORMAL"): 20,
+    ("train", "PNEUMONIA"): 20,
+    ("test", "NORMAL"): 10,
+    ("test", "PNEUMONIA"): 10,
+}
 
 
 def test_kaggle_download_layout_counts_each_image_once(nb, tmp_path):
@@ -40,10 +53,19 @@ def test_kaggle_download_layout_counts_each_image_once(nb, tmp_path):
     found, ignored, _ = locate(nb, tmp_path)
     assert found == root and root / "chest_xray" in ignored
     files = nb["scan_dataset"](found)
-    assert counts(files) == {**EXPECTED, ("train", "NORMAL"): 21, ("train", "PNEUMONIA"): 22,
-                             ("val", "NORMAL"): 2, ("val", "PNEUMONIA"): 2}
+    assert counts(files) == {
+        **EXPECTED,
+        ("train", "NORMAL"): 21,
+        ("train", "PNEUMONIA"): 22,
+        ("val", "NORMAL"): 2,
+        ("val", "PNEUMONIA"): 2,
+    }
     assert (files.loc[files["source_folder"] == "val", "split"] == "train").all()
-    status = {str(Path(p).relative_to(root)): s.split(":")[0] for p, s in zip(files["path"], files["status"]) if s != "ok"}
+    status = {
+        str(Path(p).relative_to(root)): s.split(":")[0]
+        for p, s in zip(files["path"], files["status"], strict=True)
+        if s != "ok"
+    }
     assert status == BAD_FILES
     assert not any("__MACOSX" in path for path in files["path"])
 
@@ -87,15 +109,19 @@ def test_plain_folder_any_letter_case_and_local_data_dir(nb, tmp_path):
 
 def test_image_modes_decode_to_one_channel(nb, tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {"gray.png": (rng.random((40, 50)) * 255).astype(np.uint8),
-              "rgb.jpeg": (rng.random((40, 50, 3)) * 255).astype(np.uint8),
-              "rgba.png": (rng.random((40, 50, 4)) * 255).astype(np.uint8),
-              "gray16.png": (rng.random((40, 50)) * 65535).astype(np.uint16)}
+    arrays = {
+        "gray.png": (rng.random((40, 50)) * 255).astype(np.uint8),
+        "rgb.jpeg": (rng.random((40, 50, 3)) * 255).astype(np.uint8),
+        "rgba.png": (rng.random((40, 50, 4)) * 255).astype(np.uint8),
+        "gray16.png": (rng.random((40, 50)) * 65535).astype(np.uint16),
+    }
     for name, array in arrays.items():
         Image.fromarray(array).save(tmp_path / name)
         assert nb["inspect_image"](tmp_path / name)[0] == ""
         image = nb["load_image"](str(tmp_path / name), 32).numpy()
-        assert image.shape == (32, 32, 1) and 0 <= image.min() and image.max() <= 1 and image.std() > 0
+        assert (
+            image.shape == (32, 32, 1) and 0 <= image.min() and image.max() <= 1 and image.std() > 0
+        )
 
 
 def test_no_data_anywhere_gives_one_clear_message(nb, tmp_path):
@@ -144,12 +170,17 @@ def test_vgg16_weights_file_must_exist(nb, tmp_path):
     weights = tmp_path / "weights.h5"
     weights.write_bytes(b"h5")
     assert nb["vgg16_weights"](str(weights), smoke=False, download=no_download) == str(weights)
-    assert nb["vgg16_weights"]("", smoke=False, download=lambda: "/cache/vgg16.h5") == "/cache/vgg16.h5"
+    assert (
+        nb["vgg16_weights"]("", smoke=False, download=lambda: "/cache/vgg16.h5")
+        == "/cache/vgg16.h5"
+    )
     assert nb["vgg16_weights"]("", smoke=True, download=no_download) is None
 
 
 def test_vgg16_weights_without_internet_stop_with_the_fix(nb):
-    with pytest.raises(nb["DataError"], match="ConnectionError: no network.*PNEUMONIA_VGG16_WEIGHTS"):
+    with pytest.raises(
+        nb["DataError"], match="ConnectionError: no network.*PNEUMONIA_VGG16_WEIGHTS"
+    ):
         nb["vgg16_weights"]("", smoke=False, download=no_download)
 
 
@@ -175,7 +206,9 @@ def test_relative_data_dir_names_the_absolute_path_tried(nb, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     with pytest.raises(nb["DataError"]) as error:
         locate(nb, "chest_xray")
-    assert str(tmp_path / "chest_xray") in str(error.value) and "notebook's folder" in str(error.value)
+    assert str(tmp_path / "chest_xray") in str(error.value) and "notebook's folder" in str(
+        error.value
+    )
 
 
 def test_data_dir_expands_home_and_variables(nb, tmp_path, monkeypatch):
@@ -188,7 +221,9 @@ def test_data_dir_expands_home_and_variables(nb, tmp_path, monkeypatch):
 
 
 def test_sample_per_class_shows_what_there_is(nb):
-    frame = pd.DataFrame({"class": ["PNEUMONIA"] * 9 + ["NORMAL"] * 2, "path": [f"f{index}" for index in range(11)]})
+    frame = pd.DataFrame(
+        {"class": ["PNEUMONIA"] * 9 + ["NORMAL"] * 2, "path": [f"f{index}" for index in range(11)]}
+    )
     samples = nb["sample_per_class"](frame, 4, seed=0)
     assert samples["class"].value_counts().to_dict() == {"PNEUMONIA": 4, "NORMAL": 2}
     assert samples["class"].iloc[0] == "NORMAL"

@@ -1,10 +1,13 @@
-"""Unit tests of the notebook's helpers that hold real logic: grouping and split, threshold, intervals,
-metrics, ensemble probabilities, Grad-CAM maps and the label-free analysis (class share, AdaBN)."""
+"""Unit tests of the notebook's helpers that hold real logic: grouping and split, threshold,
+intervals, metrics, ensemble probabilities, Grad-CAM maps and the label-free analysis (class share,
+AdaBN)."""
+
 import numpy as np
 import pandas as pd
 import pytest
-from notebook_code import load_helpers
 from PIL import Image
+
+from notebook_code import load_helpers
 
 
 @pytest.fixture(scope="module")
@@ -12,13 +15,16 @@ def nb():
     return load_helpers()
 
 
-@pytest.mark.parametrize("name, patient, kind", [
-    ("person1000_bacteria_2931.jpeg", "person1000", "bacteria"),
-    ("person12_virus_39.jpeg", "person12", "virus"),
-    ("IM-0115-0001.jpeg", "im-0115", ""),
-    ("NORMAL2-IM-0381-0001.jpeg", "normal2-im-0381", ""),
-    ("scan.png", None, ""),
-])
+@pytest.mark.parametrize(
+    "name, patient, kind",
+    [
+        ("person1000_bacteria_2931.jpeg", "person1000", "bacteria"),
+        ("person12_virus_39.jpeg", "person12", "virus"),
+        ("IM-0115-0001.jpeg", "im-0115", ""),
+        ("NORMAL2-IM-0381-0001.jpeg", "normal2-im-0381", ""),
+        ("scan.png", None, ""),
+    ],
+)
 def test_patient_and_type_from_file_name(nb, name, patient, kind):
     assert nb["patient_of"](name) == patient
     assert nb["pneumonia_type"](name) == kind
@@ -28,10 +34,16 @@ def make_pool(n_patients=60, seed=0):
     rng = np.random.default_rng(seed)
     rows = []
     for patient in range(n_patients):
-        label = int(patient % 4 != 0)                     # 3 pneumonia patients per normal one
+        label = int(patient % 4 != 0)  # 3 pneumonia patients per normal one
         for image in range(rng.integers(1, 5)):
-            rows.append({"patient": f"p{patient}", "group": f"p{patient}", "label": label,
-                         "path": f"p{patient}_{image}"})
+            rows.append(
+                {
+                    "patient": f"p{patient}",
+                    "group": f"p{patient}",
+                    "label": label,
+                    "path": f"p{patient}_{image}",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -56,11 +68,14 @@ def test_patient_split_keeps_a_merged_group_together(nb):
 
 def test_linked_groups_merge_patients_through_chains_of_shared_files(nb):
     patients = ["a", "a", "b", "b", "c", "d", "e"]
-    hashes = ["h1", "h2", "h2", "h3", "h3", "h4", "h5"]        # a-b share h2, b-c share h3; d, e alone
+    hashes = ["h1", "h2", "h2", "h3", "h3", "h4", "h5"]  # a-b share h2, b-c share h3; d, e alone
     groups = nb["linked_groups"](patients, hashes)
     assert len(set(groups[:5])) == 1 and groups[0] in {"a", "b", "c"}
     assert groups[5] == "d" and groups[6] == "e"
-    assert nb["linked_groups"](["x", "y"], ["h", "h"])[0] == nb["linked_groups"](["x", "y"], ["h", "h"])[1]
+    assert (
+        nb["linked_groups"](["x", "y"], ["h", "h"])[0]
+        == nb["linked_groups"](["x", "y"], ["h", "h"])[1]
+    )
 
 
 def test_choose_threshold_is_highest_meeting_sensitivity(nb):
@@ -80,12 +95,21 @@ def test_binary_metrics_counts(nb):
     probs = np.array([0.1, 0.6, 0.2, 0.9, 0.4, 0.8, 0.7])
     metrics = nb["binary_metrics"](labels, probs, 0.5)
     assert (metrics["tp"], metrics["fn"], metrics["tn"], metrics["fp"]) == (3, 1, 2, 1)
-    assert metrics["sensitivity"] == pytest.approx(0.75) and metrics["specificity"] == pytest.approx(2 / 3)
+    assert metrics["sensitivity"] == pytest.approx(0.75) and metrics[
+        "specificity"
+    ] == pytest.approx(2 / 3)
     assert metrics["accuracy"] == pytest.approx(5 / 7)
 
 
-@pytest.mark.parametrize("successes, total, low, high", [
-    (50, 100, 0.4038, 0.5962), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (81, 263, 0.2553, 0.3662)])
+@pytest.mark.parametrize(
+    "successes, total, low, high",
+    [
+        (50, 100, 0.4038, 0.5962),
+        (0, 10, 0.0, 0.2775),
+        (10, 10, 0.7225, 1.0),
+        (81, 263, 0.2553, 0.3662),
+    ],
+)
 def test_wilson_interval_matches_reference_values(nb, successes, total, low, high):
     interval = nb["wilson_interval"](successes, total)
     assert interval == pytest.approx((low, high), abs=1e-4)
@@ -97,6 +121,7 @@ def test_bootstrap_auc_interval_brackets_the_auc(nb):
     labels = np.r_[np.zeros(100, int), np.ones(150, int)]
     probs = np.r_[rng.random(100) * 0.7, 0.3 + rng.random(150) * 0.7]
     from sklearn.metrics import roc_auc_score
+
     low, high = nb["bootstrap_auc_interval"](labels, probs, 300, seed=0)
     assert low < roc_auc_score(labels, probs) < high and high - low < 0.15
 
@@ -106,7 +131,7 @@ def test_mcnemar(nb):
     same = labels.copy()
     assert nb["mcnemar_p"](labels, same, same) == 1.0
     worse = labels.copy()
-    worse[:15] = 0                                          # b wrong on 15 films a gets right
+    worse[:15] = 0  # b wrong on 15 films a gets right
     assert nb["mcnemar_p"](labels, labels, worse) < 0.001
     assert nb["mcnemar_p"](labels, labels, worse) == nb["mcnemar_p"](labels, worse, labels)
 
@@ -117,11 +142,12 @@ def test_equalize_histogram_spreads_a_narrow_range(nb):
     equalised = nb["equalize_histogram"](image).numpy()
     assert equalised.min() == 0 and equalised.max() == 255
     order = np.argsort(image.numpy().ravel(), kind="stable")
-    assert np.all(np.diff(equalised.ravel()[order].astype(int)) >= 0)   # monotone mapping
+    assert np.all(np.diff(equalised.ravel()[order].astype(int)) >= 0)  # monotone mapping
 
 
 class ConstantModel:
     """Stands in for a Keras model: predicts fixed probabilities."""
+
     def __init__(self, probs):
         self.probs = np.asarray(probs, dtype="float32").reshape(-1, 1)
 
@@ -130,12 +156,14 @@ class ConstantModel:
 
 
 def test_split_probs_averages_ensemble_members(nb):
-    models = {"a": {"predictor": ConstantModel([0.2, 0.9]), "data": {"val": None}},
-              "b": {"predictor": ConstantModel([0.4, 0.5]), "data": {"val": None}},
-              "both": {"members": ("a", "b")}}
+    models = {
+        "a": {"predictor": ConstantModel([0.2, 0.9]), "data": {"val": None}},
+        "b": {"predictor": ConstantModel([0.4, 0.5]), "data": {"val": None}},
+        "both": {"members": ("a", "b")},
+    }
     np.testing.assert_allclose(nb["split_probs"](models, "a", "val"), [0.2, 0.9], atol=1e-7)
     np.testing.assert_allclose(nb["split_probs"](models, "both", "val"), [0.3, 0.7], atol=1e-7)
-    models["a"]["val_probs"] = np.array([0.0, 0.1])        # stored earlier: reused, not predicted again
+    models["a"]["val_probs"] = np.array([0.0, 0.1])  # stored earlier: reused, not predicted again
     np.testing.assert_allclose(nb["split_probs"](models, "both", "val"), [0.2, 0.3], atol=1e-7)
 
 
@@ -144,7 +172,9 @@ def tiny_model(nb, image_size):
     keras, layers = nb["keras"], nb["layers"]
     inputs = keras.Input((image_size, image_size, 1))
     backbone = keras.Model(inputs, layers.Conv2D(4, 3, padding="same", activation="relu")(inputs))
-    head = keras.Sequential([layers.GlobalAveragePooling2D(), layers.Dense(1, activation="sigmoid")])
+    head = keras.Sequential(
+        [layers.GlobalAveragePooling2D(), layers.Dense(1, activation="sigmoid")]
+    )
     return {"backbone": backbone, "head": head, "image_size": image_size}
 
 
@@ -152,7 +182,9 @@ def test_explain_averages_member_maps_at_one_size(nb, tmp_path):
     paths = []
     for index in range(2):
         path = tmp_path / f"film{index}.png"
-        Image.fromarray(np.random.default_rng(index).integers(0, 255, (40, 30), dtype=np.uint8)).save(path)
+        Image.fromarray(
+            np.random.default_rng(index).integers(0, 255, (40, 30), dtype=np.uint8)
+        ).save(path)
         paths.append(str(path))
     nb["keras"].utils.set_random_seed(0)
     small, large = tiny_model(nb, 16), tiny_model(nb, 24)
@@ -168,11 +200,14 @@ def test_explain_averages_member_maps_at_one_size(nb, tmp_path):
 def test_estimate_prevalence_recovers_the_share_from_calibrated_probabilities(nb, share):
     rng = np.random.default_rng(3)
     labels = rng.random(20000) < share
-    scores = rng.normal(np.where(labels, 1.0, -1.0), 1.0)   # unit-variance classes at -1 and +1
-    probs = 1 / (1 + np.exp(-2 * scores))                      # exact posterior for a 50:50 population
+    scores = rng.normal(np.where(labels, 1.0, -1.0), 1.0)  # unit-variance classes at -1 and +1
+    probs = 1 / (1 + np.exp(-2 * scores))  # exact posterior for a 50:50 population
     assert nb["estimate_prevalence"](probs, 0.5) == pytest.approx(labels.mean(), abs=0.02)
-    made_for_share = 1 / (1 + np.exp(-(2 * scores + np.log(share / (1 - share)))))   # made for the true share
-    assert nb["estimate_prevalence"](made_for_share, model_prior=share) == pytest.approx(labels.mean(), abs=0.02)
+    # made for the true share
+    made_for_share = 1 / (1 + np.exp(-(2 * scores + np.log(share / (1 - share)))))
+    assert nb["estimate_prevalence"](made_for_share, model_prior=share) == pytest.approx(
+        labels.mean(), abs=0.02
+    )
 
 
 def test_batch_norm_adapted_uses_the_data_statistics_and_restores_them(nb):
@@ -185,9 +220,14 @@ def test_batch_norm_adapted_uses_the_data_statistics_and_restores_them(nb):
     before = norm.moving_mean.numpy().copy(), norm.moving_variance.numpy().copy()
     conv_out = keras.Model(inputs, norm.input)(images).numpy()
     with nb["batch_norm_adapted"](backbone, dataset):
-        np.testing.assert_allclose(norm.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(norm.moving_variance.numpy(), conv_out.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(
+            norm.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            norm.moving_variance.numpy(), conv_out.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5
+        )
         adapted = backbone(images, training=False).numpy()
-        assert abs(adapted.mean()) < 1e-3 and abs(adapted.std() - 1) < 0.01   # standardised by its own data
+        # standardised by its own data
+        assert abs(adapted.mean()) < 1e-3 and abs(adapted.std() - 1) < 0.01
     np.testing.assert_array_equal(norm.moving_mean.numpy(), before[0])
     np.testing.assert_array_equal(norm.moving_variance.numpy(), before[1])

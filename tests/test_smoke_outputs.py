@@ -1,15 +1,28 @@
 """Checks on what the notebook's smoke run (run first by nbmake) wrote to PNEUMONIA_OUTPUT_DIR."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
+
 from conftest import BAD_FILES, SMOKE_DATA, SMOKE_OUTPUT
 
-MODELS = ("small_cnn", "deep_cnn", "vgg16")   # trained
-CANDIDATES = MODELS + ("ensemble",)            # what the best model is chosen from
-FIGURES = ("sample_images", "augmentation", "history_small_cnn", "history_deep_cnn", "history_vgg16",
-           "roc_validation", "confusion_matrices_test", "roc_pr_test", "gradcam_test", "error_gallery",
-           "lung_masks_validation")
+MODELS = ("small_cnn", "deep_cnn", "vgg16")  # trained
+CANDIDATES = MODELS + ("ensemble",)  # what the best model is chosen from
+FIGURES = (
+    "sample_images",
+    "augmentation",
+    "history_small_cnn",
+    "history_deep_cnn",
+    "history_vgg16",
+    "roc_validation",
+    "confusion_matrices_test",
+    "roc_pr_test",
+    "gradcam_test",
+    "error_gallery",
+    "lung_masks_validation",
+)
 TEST_IMAGES = 20  # synthetic test split: 5 patients x 2 films per class
 
 
@@ -25,19 +38,38 @@ def test_run_metadata(metrics):
     assert 0 <= metrics["mcnemar_p"] <= 1
     for section in ("data_audit", "small_cnn", "deep_cnn", "vgg16", "test_evaluation", "total"):
         assert metrics["timings"][section] >= 0
-    assert metrics["timings"]["total"] >= sum(v for k, v in metrics["timings"].items() if k != "total")
+    assert metrics["timings"]["total"] >= sum(
+        v for k, v in metrics["timings"].items() if k != "total"
+    )
+
+
+def test_run_used_the_requested_replicas_and_precision(metrics):
+    """CI runs the smoke notebook once more with PNEUMONIA_REPLICAS=2 and
+    PNEUMONIA_MIXED_PRECISION=1: the run must really have used them (this machine has no GPU, so
+    the policy is float32 unless mixed precision is forced)."""
+    replicas = os.environ.get("PNEUMONIA_REPLICAS", "1")
+    assert metrics["replicas"] == (1 if replicas in ("0", "1") else int(replicas))
+    mixed = os.environ.get("PNEUMONIA_MIXED_PRECISION") == "1"
+    assert metrics["precision_policy"] == ("mixed_float16" if mixed else "float32")
 
 
 def test_data_counts_each_image_once_and_lists_bad_files(metrics):
     images = metrics["data"]["images"]
     assert sum(images["test"].values()) == TEST_IMAGES
     train_and_val = sum(images["train"].values()) + sum(images["val"].values())
-    assert train_and_val == 20 * 2 + 4 + 3      # train films + folded val/ + two PNGs (16-bit, RGBA) + a copy
-    assert metrics["data"]["duplicates"] == {"groups": 1, "spanning_train_and_test": 0, "spanning_patient_ids": 1,
-                                             "merged_patient_groups": 1}
+    # train films + folded val/ + two PNGs (16-bit, RGBA) + a copy
+    assert train_and_val == 20 * 2 + 4 + 3
+    assert metrics["data"]["duplicates"] == {
+        "groups": 1,
+        "spanning_train_and_test": 0,
+        "spanning_patient_ids": 1,
+        "merged_patient_groups": 1,
+    }
     assert metrics["data"]["official_val_images_folded_into_train"] == 4
-    left_out = {row["path"]: row["status"].split(":")[0] for row in metrics["data"]["left_out_files"]}
-    assert left_out == BAD_FILES                 # listed whole, relative to the data folder
+    left_out = {
+        row["path"]: row["status"].split(":")[0] for row in metrics["data"]["left_out_files"]
+    }
+    assert left_out == BAD_FILES  # listed whole, relative to the data folder
     assert all((SMOKE_DATA / "chest_xray" / path).exists() for path in left_out)
     assert all(count > 0 for count in metrics["data"]["patients"].values())
 
@@ -46,7 +78,8 @@ def test_data_counts_each_image_once_and_lists_bad_files(metrics):
 def test_model_metrics_in_range(metrics, model):
     entry = metrics["models"][model]
     assert entry["params"] > 0 and entry["train_seconds"] > 0
-    assert entry["epochs"] >= 1 if model in MODELS else entry["epochs"] == 0   # the ensemble trains nothing
+    # the ensemble trains nothing
+    assert entry["epochs"] >= 1 if model in MODELS else entry["epochs"] == 0
     assert entry["threshold_source"] == "validation" and 0 <= entry["threshold"] <= 1
     assert 0 <= entry["val"]["auc"] <= 1 and 0 <= entry["brier"] <= 1
     for key in ("test_at_0.5", "test"):
@@ -54,7 +87,10 @@ def test_model_metrics_in_range(metrics, model):
         assert result["tp"] + result["fp"] + result["tn"] + result["fn"] == TEST_IMAGES
         for name in ("sensitivity", "specificity", "accuracy", "auc"):
             assert 0 <= result[name] <= 1
-    assert entry["test_at_0.5"]["threshold"] == 0.5 and entry["test"]["threshold"] == entry["threshold"]
+    assert (
+        entry["test_at_0.5"]["threshold"] == 0.5
+        and entry["test"]["threshold"] == entry["threshold"]
+    )
     for name in ("sensitivity", "specificity"):
         low, high = entry["test"][f"{name}_ci"]
         assert 0 <= low <= entry["test"][name] <= high <= 1
@@ -78,7 +114,9 @@ def test_predictions_agree_with_metrics(metrics, predictions, model):
 
 
 def test_ensemble_is_the_mean_of_its_members(metrics, predictions):
-    np.testing.assert_allclose(predictions["ensemble"], predictions[list(MODELS)].mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(
+        predictions["ensemble"], predictions[list(MODELS)].mean(axis=1), atol=1e-6
+    )
     ensemble = metrics["models"]["ensemble"]
     assert ensemble["params"] == sum(metrics["models"][model]["params"] for model in MODELS)
 
@@ -98,11 +136,17 @@ def test_label_free_analysis_is_separate_and_keeps_the_protocol(metrics, predict
     for shares in analysis["prevalence"].values():
         assert 0 < shares["val estimate"] < 1 and 0 < shares["test estimate"] < 1
         assert shares["test true"] == pytest.approx(labels.mean())
-    assert set(analysis["adabn"]) == {"deep_cnn"}          # the only model with batch normalisation
+    assert set(analysis["adabn"]) == {"deep_cnn"}  # the only model with batch normalisation
     adapted = analysis["adabn"]["deep_cnn"]
-    assert adapted["val"]["sensitivity"] >= 0.95           # threshold chosen on (adapted) validation data
+    assert adapted["val"]["sensitivity"] >= 0.95  # threshold chosen on (adapted) validation data
     assert adapted["test"]["threshold"] == adapted["threshold"]
-    assert adapted["test"]["tp"] + adapted["test"]["fp"] + adapted["test"]["tn"] + adapted["test"]["fn"] == TEST_IMAGES
+    assert (
+        adapted["test"]["tp"]
+        + adapted["test"]["fp"]
+        + adapted["test"]["tn"]
+        + adapted["test"]["fn"]
+        == TEST_IMAGES
+    )
     assert metrics["timings"]["label_free_analysis"] >= 0
 
 
@@ -120,8 +164,12 @@ def test_shortcut_probe_and_image_statistics(metrics):
     probe = metrics["shortcut_probe"]
     assert probe["thumbnail_px"] == 8 and 0 <= probe["val_auc"] <= 1 and 0 <= probe["test_auc"] <= 1
     groups = {(row["split"], row["class"]) for row in metrics["image_statistics"]}
-    assert groups == {(split, name) for split in ("train", "val", "test") for name in ("NORMAL", "PNEUMONIA")}
-    assert all(row["sharpness"] > 0 and 0 < row["brightness"] < 255 for row in metrics["image_statistics"])
+    assert groups == {
+        (split, name) for split in ("train", "val", "test") for name in ("NORMAL", "PNEUMONIA")
+    }
+    assert all(
+        row["sharpness"] > 0 and 0 < row["brightness"] < 255 for row in metrics["image_statistics"]
+    )
 
 
 @pytest.mark.parametrize("figure", FIGURES)

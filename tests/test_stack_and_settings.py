@@ -1,6 +1,7 @@
-"""The notebook on every supported stack and under careless settings: the version check, the strategy's
-TPU fallback, the blur augmentation written for old Keras releases, the output folder of smoke runs, and
-the lung-field helpers of the Grad-CAM analysis."""
+"""The notebook on every supported stack and under careless settings: the version check, the
+strategy's TPU fallback, the blur augmentation written for old Keras releases, the output folder of
+smoke runs, and the lung-field helpers of the Grad-CAM analysis."""
+
 import os
 import subprocess
 from pathlib import Path
@@ -8,8 +9,9 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from notebook_code import NOTEBOOK, load_helpers
 from scipy import ndimage
+
+from notebook_code import NOTEBOOK, load_helpers
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +21,11 @@ def nb():
 
 def cell_source(marker):
     """The source of the one code cell that contains marker."""
-    cells = [cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells
-             if cell.cell_type == "code" and marker in cell.source]
+    cells = [
+        cell.source
+        for cell in nbformat.read(NOTEBOOK, as_version=4).cells
+        if cell.cell_type == "code" and marker in cell.source
+    ]
     assert len(cells) == 1, marker
     return cells[0]
 
@@ -28,18 +33,26 @@ def cell_source(marker):
 MINIMUM = {"tensorflow": "2.16.1", "keras": "3.3.3"}
 
 
-@pytest.mark.parametrize("installed", [{"tensorflow": "2.16.1", "keras": "3.3.3"}, {"tensorflow": "2.21.0rc1", "keras": "3.10.0"}])
+@pytest.mark.parametrize(
+    "installed",
+    [{"tensorflow": "2.16.1", "keras": "3.3.3"}, {"tensorflow": "2.21.0rc1", "keras": "3.10.0"}],
+)
 def test_supported_stacks_pass_the_check(nb, installed):
-    nb["check_stack"](MINIMUM, installed.get)                # versions compare as numbers: 3.10 is newer than 3.3
+    nb["check_stack"](MINIMUM, installed.get)  # versions compare as numbers: 3.10 is newer than 3.3
 
 
-@pytest.mark.parametrize("installed, problem", [
-    ({"tensorflow": "2.15.1", "keras": "3.3.3"}, "tensorflow 2.15.1 is older than 2.16.1"),
-    ({"tensorflow": "2.18.1", "keras": "3.2.1"}, "keras 3.2.1 is older than 3.3.3"),
-    ({"keras": "3.13.2"}, "tensorflow is not installed"),
-])
+@pytest.mark.parametrize(
+    "installed, problem",
+    [
+        ({"tensorflow": "2.15.1", "keras": "3.3.3"}, "tensorflow 2.15.1 is older than 2.16.1"),
+        ({"tensorflow": "2.18.1", "keras": "3.2.1"}, "keras 3.2.1 is older than 3.3.3"),
+        ({"keras": "3.13.2"}, "tensorflow is not installed"),
+    ],
+)
 def test_old_or_missing_stack_stops_with_the_install_line(nb, installed, problem):
-    with pytest.raises(RuntimeError, match=problem + r'.*%pip install -U "tensorflow>=2.16.1" "keras>=3.3.3"'):
+    with pytest.raises(
+        RuntimeError, match=problem + r'.*%pip install -U "tensorflow>=2.16.1" "keras>=3.3.3"'
+    ):
         nb["check_stack"](MINIMUM, installed.get)
 
 
@@ -54,12 +67,17 @@ def test_tpu_that_cannot_start_falls_back_and_says_why(nb):
         raise ValueError("Please provide a TPU Name to connect to.")
 
     def tensorflow_cpu_on_a_tpu_host():
-        raise tf.errors.NotFoundError(None, None, "No registered 'ConfigureDistributedTPU' OpKernel for 'CPU' devices")
+        raise tf.errors.NotFoundError(
+            None, None, "No registered 'ConfigureDistributedTPU' OpKernel for 'CPU' devices"
+        )
 
     strategy, description = nb["detect_strategy"](no_tpu_address)
     assert description in ("CPU", "1 GPU") and strategy.num_replicas_in_sync == 1
     strategy, description = nb["detect_strategy"](tensorflow_cpu_on_a_tpu_host)
-    assert "no TPU strategy could start: NotFoundError" in description and strategy.num_replicas_in_sync == 1
+    assert (
+        "no TPU strategy could start: NotFoundError" in description
+        and strategy.num_replicas_in_sync == 1
+    )
 
 
 def films(count, seed=0):
@@ -79,10 +97,12 @@ def test_blur_changes_the_configured_share_of_films(nb):
 def test_blur_is_a_three_tap_gaussian(nb, sigma):
     batch = films(4, seed=1)
     blurred = np.asarray(nb["RandomBlur"](1.0, (sigma, sigma), seed=0)(batch, training=True))
-    taps = np.exp(-np.array([-1.0, 0.0, 1.0]) ** 2 / (2 * sigma ** 2))
+    taps = np.exp(-(np.array([-1.0, 0.0, 1.0]) ** 2) / (2 * sigma**2))
     expected = batch
     for axis in (1, 2):
-        expected = ndimage.convolve1d(expected, taps / taps.sum(), axis=axis, mode="constant", cval=0.0)
+        expected = ndimage.convolve1d(
+            expected, taps / taps.sum(), axis=axis, mode="constant", cval=0.0
+        )
     np.testing.assert_allclose(blurred, expected, atol=1e-5)
 
 
@@ -101,23 +121,30 @@ def configuration(monkeypatch, tmp_path, **env):
 def test_smoke_run_without_output_folder_keeps_off_the_report(monkeypatch, tmp_path):
     config = configuration(monkeypatch, tmp_path, PNEUMONIA_SMOKE="1")
     assert config["OUTPUT_DIR"] == tmp_path / "smoke_output"
-    assert configuration(monkeypatch, tmp_path)["OUTPUT_DIR"] == tmp_path       # a full run writes the report
-    ignored = subprocess.run(["git", "check-ignore", "-q", "smoke_output/results/metrics.json"],
-                             cwd=NOTEBOOK.parent).returncode
+    # a full run writes the report
+    assert configuration(monkeypatch, tmp_path)["OUTPUT_DIR"] == tmp_path
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "smoke_output/results/metrics.json"], cwd=NOTEBOOK.parent
+    ).returncode
     assert ignored == 0, "smoke_output/ must be ignored by git"
 
 
 def test_output_folder_and_weights_expand_home_and_variables(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("WEIGHTS_DIR", "/opt/weights")
-    config = configuration(monkeypatch, tmp_path, PNEUMONIA_OUTPUT_DIR="~/runs/one",
-                           PNEUMONIA_VGG16_WEIGHTS="$WEIGHTS_DIR/vgg16.h5")
+    config = configuration(
+        monkeypatch,
+        tmp_path,
+        PNEUMONIA_OUTPUT_DIR="~/runs/one",
+        PNEUMONIA_VGG16_WEIGHTS="$WEIGHTS_DIR/vgg16.h5",
+    )
     assert config["OUTPUT_DIR"] == tmp_path / "runs" / "one"
     assert config["VGG16_WEIGHTS"] == "/opt/weights/vgg16.h5"
 
 
 def two_lung_film(size=112):
-    """A bright body with a brighter spine, a bright abdomen along the bottom and two dark oval lungs."""
+    """A bright body with a brighter spine, a bright abdomen along the bottom and two dark oval
+    lungs."""
     rows, cols = np.mgrid[0:size, 0:size] / size
     film = 0.7 + 0.25 * np.exp(-((cols - 0.5) ** 2) / 0.003)
     lungs = np.zeros((size, size), dtype=bool)
@@ -132,8 +159,9 @@ def test_lung_mask_lies_over_the_dark_ovals(nb):
     film, lungs = two_lung_film()
     mask, found = nb["lung_mask"](film)
     assert found
-    assert (mask & lungs).sum() / mask.sum() > 0.8        # the mask lies on the lungs (rounded boxes over ovals)
-    assert (mask & lungs).sum() / lungs.sum() > 0.6       # and covers most of them
+    # the mask lies on the lungs (rounded boxes over ovals)
+    assert (mask & lungs).sum() / mask.sum() > 0.8
+    assert (mask & lungs).sum() / lungs.sum() > 0.6  # and covers most of them
     assert (mask & lungs)[:, :56].any() and (mask & lungs)[:, 56:].any()
 
 
@@ -146,5 +174,5 @@ def test_lung_share_of_heat_inside_outside_and_at_another_size(nb):
     assert nb["lung_share"](lungs.astype(float), lungs) == pytest.approx(1.0)
     assert nb["lung_share"]((~lungs).astype(float), lungs) == pytest.approx(0.0)
     heat = np.zeros((56, 56))
-    heat[20:30, 10:20] = 1.0                                # inside the left oval, at half the size
+    heat[20:30, 10:20] = 1.0  # inside the left oval, at half the size
     assert nb["lung_share"](heat, lungs) > 0.95
