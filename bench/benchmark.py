@@ -52,26 +52,62 @@ def timing_table(metrics):
     return "\n".join(["| section | seconds |", "|---|---|", *rows])
 
 
+# What the table writers read: a metrics.json written before these keys existed is from an older
+# notebook, and its tables cannot be made.
+REQUIRED_KEYS = (
+    "best_model",
+    "models",
+    "model_choice",
+    "interval_method",
+    "stress_tests",
+    "worst_case",
+    "occlusion",
+    "mcnemar",
+    "gradcam",
+    "shortcut_probe",
+    "timings",
+)
+
+
+def check_layout(metrics):
+    """Stop with a clear message when metrics.json lacks what the tables need."""
+    missing = [key for key in REQUIRED_KEYS if key not in metrics]
+    if missing:
+        sys.exit(
+            f"This metrics.json has no {', '.join(missing)}: it was written by an older notebook. "
+            "Run the current notebook to write one with the current layout."
+        )
+
+
+def with_interval(value, interval, decimals=3):
+    low, high = interval
+    return f"{value:.{decimals}f} ({low:.{decimals}f}–{high:.{decimals}f})"
+
+
 def results_table(metrics):
+    """Validation and test figures of every candidate; the test intervals are 95 % percentile
+    intervals of a bootstrap over patients (metrics["interval_method"])."""
     rows = []
     for name, entry in metrics["models"].items():
         half, chosen = entry["test_at_0.5"], entry["test"]
         best = " (best)" if name == metrics["best_model"] else ""
-        sens_low, sens_high = chosen["sensitivity_ci"]
-        spec_low, spec_high = chosen["specificity_ci"]
         rows.append(
-            f"| {name}{best} | {entry['val']['auc']:.4f} | {chosen['auc']:.4f} | "
+            f"| {name}{best} | {entry['val']['auc']:.4f} | "
+            f"{with_interval(chosen['auc'], chosen['auc_ci'], 4)} | "
             f"{half['sensitivity']:.3f} / {half['specificity']:.3f} | {entry['threshold']:.3f} | "
-            f"{chosen['sensitivity']:.3f} ({sens_low:.3f}–{sens_high:.3f}) | "
-            f"{chosen['specificity']:.3f} ({spec_low:.3f}–{spec_high:.3f}) | "
+            f"{with_interval(chosen['sensitivity'], chosen['sensitivity_ci'])} | "
+            f"{with_interval(chosen['specificity'], chosen['specificity_ci'])} | "
             f"{entry['train_seconds']:.0f} |"
         )
     return "\n".join(
         [
-            "| model | val AUC | test AUC | test sens / spec at 0.5 | threshold (val) | "
-            "test sensitivity (95% CI) | test specificity (95% CI) | train s |",
+            "| model | val AUC | test AUC (95 % patient-bootstrap) | test sens / spec at 0.5 | "
+            "threshold (val) | test sensitivity (95 % patient-bootstrap) | "
+            "test specificity (95 % patient-bootstrap) | train s |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
+            "",
+            f"Numbers in brackets: {metrics['interval_method']}.",
         ]
     )
 
@@ -87,11 +123,27 @@ def verdict(metrics):
         if entry["test"]["sensitivity"] >= 0.90 and entry["test"]["specificity"] >= 0.90
     ]
     return (
-        f"The best model on validation data, {name}, {'meets' if met else 'does not meet'} "
-        f"the bar of 0.90 sensitivity and specificity on the official test set at its "
-        f"validation-chosen threshold: {chosen['sensitivity']:.3f} / {chosen['specificity']:.3f} "
+        f"The best model under the protocol (chosen on validation data only), {name}, "
+        f"{'meets' if met else 'does not meet'} the bar of 0.90 sensitivity and specificity on "
+        f"the official test set at its validation-chosen threshold: "
+        f"{chosen['sensitivity']:.3f} / {chosen['specificity']:.3f} "
         f"(on validation {validation['sensitivity']:.3f} / {validation['specificity']:.3f}). "
         f"Candidates that meet it on test: {', '.join(passing) if passing else 'none'}."
+    )
+
+
+def mcnemar_sentence(metrics):
+    """McNemar's exact test of the two single models with the highest validation AUC on the test
+    films, raw and Holm-adjusted over the three film groups."""
+    mcnemar = metrics["mcnemar"]
+    first, second = mcnemar["models"]
+    groups = list(mcnemar["p"])
+    raw = ", ".join(f"{mcnemar['p'][group]:.3f} ({group})" for group in groups)
+    adjusted = ", ".join(f"{mcnemar['p_holm'][group]:.3f} ({group})" for group in groups)
+    return (
+        f"McNemar's exact test, {first} against {second} (the two single models with the highest "
+        f"validation AUC) at their validation thresholds on the test films: p = {raw}; "
+        f"Holm-adjusted over the {len(groups)} film groups: {adjusted}."
     )
 
 
@@ -124,23 +176,50 @@ def label_free_table(metrics):
 
 
 def evidence_table(metrics, seeds):
-    """Where the single models look (lung share of their Grad-CAM heat on random films), the
-    shortcut probe, and the spread over seeds (rows of seeds.csv: mean and range per model)."""
-    gradcam, probe = metrics["gradcam"], metrics["shortcut_probe"]
+    """Per candidate, the evidence the protocol chooses with: the worst case over the acquisition
+    stresses (validation specificity at the candidate's own threshold, and AUC), the validation AUC
+    with the lung region blanked and with only the lung region kept, and the lung share of the
+    single models' Grad-CAM heat; then the choice, the shortcut probe, and the spread over seeds
+    (rows of seeds.csv: mean and range per model, and each seed's best model)."""
+    worst, occlusion, gradcam = metrics["worst_case"], metrics["occlusion"], metrics["gradcam"]
+    choice, probe = metrics["model_choice"], metrics["shortcut_probe"]
+    singles = [name for name in worst if name in gradcam]
     lines = [
-        "| model | lung share, validation (films) | lung share, test (films) |",
-        "|---|---|---|",
+        "| model | worst stressed val specificity | worst stressed val AUC | "
+        "val AUC, lungs blanked | val AUC, lungs only | lung share, val / test |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {name} | {gradcam[name]['val']['lung_share']:.3f} ({gradcam[name]['val']['films']}) | "
-        f"{gradcam[name]['test']['lung_share']:.3f} ({gradcam[name]['test']['films']}) |"
-        for name in ("small_cnn", "deep_cnn", "vgg16")
-    ]
+    for name in worst:
+        share = (
+            f"{gradcam[name]['val']['lung_share']:.3f} / {gradcam[name]['test']['lung_share']:.3f}"
+            if name in singles
+            else "–"
+        )
+        best = " (best)" if name == metrics["best_model"] else ""
+        lines.append(
+            f"| {name}{best} | {worst[name]['val_specificity']:.3f} | "
+            f"{worst[name]['val_auc']:.3f} | "
+            f"{occlusion[name]['val_auc_lungs_blanked']:.3f} | "
+            f"{occlusion[name]['val_auc_lungs_only']:.3f} | {share} |"
+        )
+    stresses = list(next(iter(metrics["stress_tests"].values())))
+    occluded = occlusion[next(iter(occlusion))]["films"]
+    region = metrics.get("occlusion_region_fraction", gradcam["mean_region_fraction"])
     lines += [
         "",
-        f"The lung masks cover {gradcam['mean_region_fraction']:.3f} of the model's input on "
-        f"average. A logistic regression on {probe['thumbnail_px']}×{probe['thumbnail_px']} "
-        f"thumbnails separates the classes with validation AUC {probe['val_auc']:.3f} and test AUC "
+        f"Worst case over {len(stresses)} acquisition stresses ({', '.join(stresses)}) of "
+        f"{metrics.get('stress_films', '?')} random validation films. Occlusion on {occluded} "
+        f"random validation films whose lung fields were found: the generous lung region (it "
+        f"covers {region:.3f} of the input on average) filled with the film's mean, or everything "
+        f"else filled. Lung share: the share of each model's Grad-CAM heat (from the "
+        f"{gradcam.get('target', 'probability')}) inside that region, on "
+        f"{gradcam[singles[0]]['val']['films']} validation and "
+        f"{gradcam[singles[0]]['test']['films']} test films. Eligible under the protocol: "
+        f"{', '.join(choice['eligible'])}; tied: {', '.join(choice['tied'])}; chosen: "
+        f"{metrics['best_model']}.",
+        "",
+        f"A logistic regression on {probe['thumbnail_px']}×{probe['thumbnail_px']} thumbnails "
+        f"separates the classes with validation AUC {probe['val_auc']:.3f} and test AUC "
         f"{probe['test_auc']:.3f}.",
     ]
     if seeds:
@@ -160,6 +239,15 @@ def evidence_table(metrics, seeds):
                     f"{sum(values) / len(values):.3f} ({min(values):.3f}–{max(values):.3f})"
                 )
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        # rows of seeds.csv written before it had a best_model column have none
+        chosen = {int(row["seed"]): row["best_model"] for row in seeds if row.get("best_model")}
+        if chosen:
+            lines += [
+                "",
+                "Best model under the protocol, per seed: "
+                + "; ".join(f"seed {seed}: {name}" for seed, name in sorted(chosen.items()))
+                + ".",
+            ]
     return "\n".join(lines)
 
 
@@ -174,36 +262,56 @@ def head_commit():
     ).stdout.strip()
 
 
+def protocol_is_fixed(commit):
+    """True when `commit` names a commit that is an ancestor of (or is) the checked-out one."""
+    if not re.fullmatch(r"[0-9a-f]{7,40}", str(commit)):
+        return False
+    ancestry = ["git", "merge-base", "--is-ancestor", commit, "HEAD"]
+    return subprocess.run(ancestry, cwd=REPO, capture_output=True).returncode == 0
+
+
 def record_run(metrics, change, history=HISTORY):
-    """Append one row for a full run on the real data (each one scores the test set) to the run
-    history."""
+    """Add one row for a full run on the real data (each one scores the test set) to the run
+    history, with the commit at which its protocol was fixed (an ancestor of the run's code)."""
     if metrics["mode"] != "full":
         sys.exit("Only full runs on the real data go into the run history.")
+    protocol = metrics.get("protocol", {}).get("commit", "")
+    if not protocol_is_fixed(protocol):
+        sys.exit(
+            f"The run's protocol commit '{protocol}' is not an ancestor of the checked-out commit: "
+            "commit the protocol first and set PROTOCOL_COMMIT in the notebook to that commit."
+        )
     with open(history, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    commit = head_commit()
     row = {
         "run": str(int(rows[-1]["run"]) + 1 if rows else 1),
         "date": time.strftime("%Y-%m-%d"),
-        "code_commit": commit,
+        "code_commit": head_commit(),
         "report_commit": "",
         "changed_before_run": change,
         "best_model": metrics["best_model"],
         "wall_minutes": f"{metrics['timings']['total'] / 60:.1f}",
+        "protocol_commit": protocol,
     }
     for name in MODELS:
         for key in ("sensitivity", "specificity", "auc"):
             row[f"{name}_{key}"] = f"{metrics['models'][name]['test'][key]:.3f}"
-    with open(history, "a", newline="") as handle:
-        csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else list(row)).writerow(row)
+    columns = list(dict.fromkeys([*(rows[0] if rows else {}), *row]))
+    with open(history, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows([*rows, row])
     print(f"Recorded run {row['run']} in {history}")
 
 
 def update_readme(path, metrics, seeds=None):
     """Replace each block between <!-- NAME:start --> and <!-- NAME:end --> in the README with the
     table of that name, so the README quotes computed numbers only."""
+    check_layout(metrics)
     blocks = {
-        "results": results_table(metrics) + "\n\n" + verdict(metrics),
+        "results": "\n\n".join(
+            [results_table(metrics), verdict(metrics), mcnemar_sentence(metrics)]
+        ),
         "evidence": evidence_table(metrics, seeds),
         "label-free": label_free_table(metrics),
         "timings": timing_table(metrics),
@@ -220,7 +328,7 @@ def update_readme(path, metrics, seeds=None):
             lambda match, table=table: match.group(1) + table + "\n" + match.group(2), text
         )
     Path(path).write_text(text)
-    print(f"Updated the results, label-free and timings blocks of {path}")
+    print(f"Updated the results, evidence, label-free and timings blocks of {path}")
 
 
 def main():
@@ -266,6 +374,7 @@ def main():
                     "PNEUMONIA_VGG16_WEIGHTS": args.weights,
                 }
             metrics = run_notebook(overrides, workdir)
+    check_layout(metrics)
     print(f"Hardware: {metrics['hardware']}; mode: {metrics['mode']}")
     print()
     print(timing_table(metrics))
@@ -273,6 +382,10 @@ def main():
     print(results_table(metrics))
     print()
     print(verdict(metrics))
+    print()
+    print(mcnemar_sentence(metrics))
+    print()
+    print(evidence_table(metrics, None))
     if metrics.get("label_free_analysis"):
         print()
         print("Separate label-free analysis (not the headline):")

@@ -1,12 +1,13 @@
-"""Run the notebook with other seeds and keep each model's validation and test figures in
-results/seeds.csv.
+"""Run the notebook with other seeds and keep each model's validation and test figures, and the best
+model that seed's run chose under the protocol (column best_model), in results/seeds.csv.
 
   python bench/seeds.py --data-dir DIR [--weights FILE] --seeds 7 2026
 
 Each run writes to a temporary folder, never over the committed report; its rows replace earlier
 rows of the same seed in results/seeds.csv, and the run is added to results/run_history.csv (every
 full run scores the test set). The committed run (seed 42) adds its own rows when it runs, and the
-report shows every seed's rows: the mean and range per model. Nothing is selected among seeds.
+report shows every seed's rows: the mean and range per model, and each seed's best model. Nothing is
+selected among seeds. Rows written before the best_model column existed keep it empty.
 """
 
 import argparse

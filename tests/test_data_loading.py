@@ -227,3 +227,33 @@ def test_sample_per_class_shows_what_there_is(nb):
     samples = nb["sample_per_class"](frame, 4, seed=0)
     assert samples["class"].value_counts().to_dict() == {"PNEUMONIA": 4, "NORMAL": 2}
     assert samples["class"].iloc[0] == "NORMAL"
+
+
+def test_file_status_names_the_reason(nb, tmp_path):
+    Image.fromarray(np.zeros((6, 9), np.uint8)).save(tmp_path / "IM-0001-0001.png")
+    (tmp_path / "IM-0002-0001.jpeg").write_bytes(b"")
+    (tmp_path / "IM-0003-0001.jpeg").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("text")
+    (tmp_path / "._IM-0001-0001.png").write_bytes(b"fork")
+    status = {path.name: nb["file_status"](path) for path in tmp_path.iterdir()}
+    assert status["IM-0001-0001.png"] == ("ok", 6, 9, 1)
+    assert status["IM-0002-0001.jpeg"] == ("unreadable: empty file", 0, 0, 0)
+    assert status["IM-0003-0001.jpeg"][0].startswith("unreadable: cannot be decoded")
+    assert status["notes.txt"] == ("ignored: not an image file", 0, 0, 0)
+    assert status["._IM-0001-0001.png"] == ("ignored: system file", 0, 0, 0)
+
+
+def test_data_places_look_in_order_and_a_data_dir_replaces_them(nb, tmp_path):
+    places = nb["data_places"]("", tmp_path / "kaggle", tmp_path / "local", lambda: tmp_path / "dl")
+    assert [label for label, _ in places] == [
+        "Kaggle input",
+        "local folder",
+        "kagglehub download",
+    ]
+    assert [place() for _, place in places] == [
+        tmp_path / "kaggle",
+        tmp_path / "local",
+        tmp_path / "dl",
+    ]
+    places = nb["data_places"](str(tmp_path), tmp_path / "kaggle", tmp_path / "local", no_download)
+    assert [(label, place()) for label, place in places] == [("PNEUMONIA_DATA_DIR", tmp_path)]

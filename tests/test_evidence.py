@@ -66,17 +66,11 @@ def test_blur_lowers_and_sharpening_raises_the_mean_absolute_laplacian(nb):
 
 
 def test_stress_widths_scale_with_the_stored_film(nb):
-    """A blur of 1 px at 224 px is a blur of 2 px at 448 px: the same film stored twice as large
-    loses the same share of its texture."""
-    film = textured_film((224, 224))
-    large = np.kron(film, np.ones((2, 2), dtype="uint8"))
-    small_share = mean_abs_laplacian(nb["stress_film"](film, "blur_1px")) / mean_abs_laplacian(
-        film
-    )
+    """Widths are given for a film stored at 224 px: 1 px there is 2 px on a 448 px film."""
+    large = np.kron(textured_film((224, 224)), np.ones((2, 2), dtype="uint8"))
     reference = ndimage.gaussian_filter(large.astype("float64"), 2.0)
     expected = np.clip(np.round(reference), 0, 255).astype("uint8")
     np.testing.assert_array_equal(nb["stress_film"](large, "blur_1px"), expected)
-    assert small_share < 0.5
 
 
 def test_gamma_change_is_undone_by_the_histogram_equalisation(nb):
@@ -93,7 +87,9 @@ def test_gamma_change_is_undone_by_the_histogram_equalisation(nb):
     # ... and the equalised films agree within rounding (levels merged by the gamma's rounding)
     assert np.abs(equalised(gamma) - equalised(film)).max() <= 3
     # as do the model inputs (crop, equalisation, resize)
-    prepared = [nb["prepare_film"](tf.constant(image[..., None]), 64).numpy() for image in (film, gamma)]
+    prepared = [
+        nb["prepare_film"](tf.constant(image[..., None]), 64).numpy() for image in (film, gamma)
+    ]
     assert np.abs(prepared[0] - prepared[1]).max() <= 3 / 255
     # a change that is not monotonic in the gray level is not undone
     blurred = nb["stress_film"](film, "blur_1px")
@@ -268,6 +264,26 @@ def test_patient_interval_of_a_constant_has_no_width(nb):
     assert low < labels.mean() < high  # the share of pneumonia films varies with the patients
 
 
+def test_patient_interval_of_several_values_is_one_interval_per_value(nb):
+    labels, groups = grouped_films()
+    rng = np.random.default_rng(5)
+    scores = rng.random(len(labels))
+
+    def share(rows):
+        return labels[rows].mean()
+
+    def mean_score(rows):
+        return scores[rows].mean()
+
+    both = nb["patient_interval"](
+        lambda rows: [share(rows), mean_score(rows)], labels, groups, 100, 0
+    )
+    assert len(both) == 2
+    for interval, statistic in zip(both, (share, mean_score), strict=True):
+        alone = nb["patient_interval"](statistic, labels, groups, 100, 0)
+        assert tuple(interval) == pytest.approx(alone) and alone[0] < alone[1]
+
+
 def test_patient_interval_brackets_the_auc(nb):
     rng = np.random.default_rng(1)
     labels = np.r_[np.zeros(100, int), np.ones(150, int)]
@@ -421,4 +437,4 @@ def test_dim_outside_keeps_the_region_and_cuts_the_contrast_outside(nb):
     np.testing.assert_allclose(erased[outside], mean, rtol=1e-6)
     half = np.asarray(nb["dim_outside"](image, region, 0.5))
     np.testing.assert_allclose(half[outside], mean + 0.5 * (image[outside] - mean), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(nb["dim_outside"](image, region, 1.0)), image, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(nb["dim_outside"](image, region, 1.0)), image, atol=1e-6)

@@ -1,6 +1,7 @@
 """Unit tests of the notebook's helpers that hold real logic: grouping and split, threshold,
-intervals, metrics, ensemble probabilities, Grad-CAM maps and the label-free analysis (class share,
-AdaBN)."""
+metrics, McNemar's test, ensemble probabilities, Grad-CAM maps and the label-free analysis (class
+share, AdaBN). The evidence helpers (stresses, occlusion, the choice of the best model, patient
+bootstrap, Holm, Grad-CAM from the logit) are tested in test_evidence.py."""
 
 import numpy as np
 import pandas as pd
@@ -101,31 +102,6 @@ def test_binary_metrics_counts(nb):
     assert metrics["accuracy"] == pytest.approx(5 / 7)
 
 
-@pytest.mark.parametrize(
-    "successes, total, low, high",
-    [
-        (50, 100, 0.4038, 0.5962),
-        (0, 10, 0.0, 0.2775),
-        (10, 10, 0.7225, 1.0),
-        (81, 263, 0.2553, 0.3662),
-    ],
-)
-def test_wilson_interval_matches_reference_values(nb, successes, total, low, high):
-    interval = nb["wilson_interval"](successes, total)
-    assert interval == pytest.approx((low, high), abs=1e-4)
-    assert interval[0] <= successes / total <= interval[1]
-
-
-def test_bootstrap_auc_interval_brackets_the_auc(nb):
-    rng = np.random.default_rng(1)
-    labels = np.r_[np.zeros(100, int), np.ones(150, int)]
-    probs = np.r_[rng.random(100) * 0.7, 0.3 + rng.random(150) * 0.7]
-    from sklearn.metrics import roc_auc_score
-
-    low, high = nb["bootstrap_auc_interval"](labels, probs, 300, seed=0)
-    assert low < roc_auc_score(labels, probs) < high and high - low < 0.15
-
-
 def test_mcnemar(nb):
     labels = np.array([1] * 40 + [0] * 40)
     same = labels.copy()
@@ -151,7 +127,7 @@ class ConstantModel:
     def __init__(self, probs):
         self.probs = np.asarray(probs, dtype="float32").reshape(-1, 1)
 
-    def predict(self, dataset, verbose=0):
+    def predict(self, data, **options):
         return self.probs
 
 
@@ -172,9 +148,8 @@ def tiny_model(nb, image_size):
     keras, layers = nb["keras"], nb["layers"]
     inputs = keras.Input((image_size, image_size, 1))
     backbone = keras.Model(inputs, layers.Conv2D(4, 3, padding="same", activation="relu")(inputs))
-    head = keras.Sequential(
-        [layers.GlobalAveragePooling2D(), layers.Dense(1, activation="sigmoid")]
-    )
+    head = nb["make_head"]()
+    nb["compose"](backbone, head, f"tiny_{image_size}")
     return {"backbone": backbone, "head": head, "image_size": image_size}
 
 

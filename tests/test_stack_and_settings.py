@@ -1,6 +1,7 @@
 """The notebook on every supported stack and under careless settings: the version check, the
-strategy's TPU fallback, the blur augmentation written for old Keras releases, the output folder of
-smoke runs, and the lung-field helpers of the Grad-CAM analysis."""
+strategy's TPU fallback, the sharpness augmentation written for old Keras releases (keras.ops only),
+the output folder of smoke runs, and the lung-field helpers of the Grad-CAM analysis and the lung
+emphasis."""
 
 import os
 import subprocess
@@ -80,30 +81,65 @@ def test_tpu_that_cannot_start_falls_back_and_says_why(nb):
     )
 
 
-def films(count, seed=0):
-    return np.random.default_rng(seed).random((count, 12, 12, 1)).astype("float32")
+def films(count, seed=0, size=12):
+    return np.random.default_rng(seed).random((count, size, size, 1)).astype("float32")
 
 
-def test_blur_changes_the_configured_share_of_films(nb):
-    layer = nb["RandomBlur"](nb["AUGMENT_BLUR_PROBABILITY"], nb["AUGMENT_BLUR_SIGMA"], seed=3)
-    batch = films(4000)
-    blurred = np.asarray(layer(batch, training=True))
-    changed = np.abs(blurred - batch).max(axis=(1, 2, 3)) > 1e-6
-    assert abs(changed.mean() - nb["AUGMENT_BLUR_PROBABILITY"]) < 0.04
-    np.testing.assert_array_equal(np.asarray(layer(batch, training=False)), batch)
-
-
-@pytest.mark.parametrize("sigma", [0.3, 1.0])
-def test_blur_is_a_three_tap_gaussian(nb, sigma):
-    batch = films(4, seed=1)
-    blurred = np.asarray(nb["RandomBlur"](1.0, (sigma, sigma), seed=0)(batch, training=True))
-    taps = np.exp(-(np.array([-1.0, 0.0, 1.0]) ** 2) / (2 * sigma**2))
-    expected = batch
+def gaussian_reference(batch, sigma, taps=5):
+    """A separable Gaussian of `taps` taps over rows and columns, zero outside the film."""
+    offsets = np.arange(taps) - (taps - 1) / 2
+    kernel = np.exp(-(offsets**2) / (2 * sigma**2))
     for axis in (1, 2):
-        expected = ndimage.convolve1d(
-            expected, taps / taps.sum(), axis=axis, mode="constant", cval=0.0
-        )
-    np.testing.assert_allclose(blurred, expected, atol=1e-5)
+        batch = ndimage.convolve1d(batch, kernel / kernel.sum(), axis=axis, mode="constant")
+    return batch
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 1.5])
+def test_gaussian_blur_is_a_five_tap_gaussian(nb, sigma):
+    batch = films(4, seed=1)
+    blurred = np.asarray(nb["gaussian_blur"](batch, nb["keras"].ops.convert_to_tensor(sigma)))
+    np.testing.assert_allclose(blurred, gaussian_reference(batch, sigma), atol=1e-5)
+
+
+def test_sharpness_is_the_identity_outside_training(nb):
+    layer = nb["RandomSharpness"]((-1.0, 1.0), (0.5, 1.5), seed=3)
+    batch = films(8)
+    np.testing.assert_array_equal(np.asarray(layer(batch, training=False)), batch)
+    np.testing.assert_array_equal(np.asarray(layer(batch)), batch)
+    assert not np.allclose(np.asarray(layer(batch, training=True)), batch)
+
+
+def test_sharpness_of_amount_minus_one_is_the_blur(nb):
+    """film + a * (film - blur) with a = -1 is the blurred film."""
+    batch = films(4, seed=2)
+    layer = nb["RandomSharpness"]((-1.0, -1.0), (1.0, 1.0), seed=0)
+    blurred = np.asarray(layer(batch, training=True))
+    np.testing.assert_allclose(blurred, gaussian_reference(batch, 1.0), atol=1e-5)
+
+
+def test_sharpness_amount_is_drawn_per_film(nb):
+    """One film repeated through the layer: each copy gets its own amount (the width is shared by
+    the batch), recovered as the least-squares factor of (output - film) on (film - blur)."""
+    film = films(1, seed=4, size=16)
+    batch = np.repeat(film, 64, axis=0)
+    layer = nb["RandomSharpness"]((-1.0, 1.0), (1.0, 1.0), seed=5)
+    change = np.asarray(layer(batch, training=True)) - batch
+    detail = batch - gaussian_reference(batch, 1.0)
+    amounts = (change * detail).sum(axis=(1, 2, 3)) / (detail**2).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(change, amounts[:, None, None, None] * detail, atol=1e-5)
+    assert amounts.min() >= -1 - 1e-4 and amounts.max() <= 1 + 1e-4
+    assert amounts.min() < -0.5 and amounts.max() > 0.5  # both blurred and sharpened copies
+    assert len(np.unique(np.round(amounts, 4))) > 50
+
+
+def test_augmenter_sharpens_adds_noise_and_is_the_identity_outside_training(nb):
+    augmenter = nb["make_augmenter"]()
+    kinds = {type(layer).__name__: layer for layer in augmenter.layers}
+    assert "RandomSharpness" in kinds and "RandomBlur" not in kinds
+    assert kinds["RandomSharpness"].amount_range == nb["AUGMENT_SHARPNESS"]
+    assert kinds["GaussianNoise"].stddev == nb["AUGMENT_NOISE"]
+    batch = films(3, size=16)
+    np.testing.assert_allclose(np.asarray(augmenter(batch, training=False)), batch, atol=1e-6)
 
 
 def configuration(monkeypatch, tmp_path, **env):
@@ -169,10 +205,30 @@ def test_lung_mask_fails_the_size_check_on_a_blank_film(nb):
     assert nb["lung_mask"](np.full((112, 112), 0.5))[1] is False
 
 
+def test_lung_region_grows_the_lung_fields(nb):
+    film, _ = two_lung_film()
+    mask, _ = nb["lung_mask"](film)
+    region, found = nb["lung_region"](film)
+    assert found and region.shape == mask.shape
+    assert np.all(region[mask]) and region.sum() > 1.2 * mask.sum()
+    margin = round(nb["LUNG_MARGIN"] * film.shape[0])
+    assert not np.any(region & ~ndimage.binary_dilation(mask, iterations=margin + 1))
+
+
+def test_region_tensor_is_the_region_or_everything_when_not_found(nb):
+    film, _ = two_lung_film()
+    region = nb["region_tensor"](film[..., None].astype("float32"))
+    assert region.shape == (112, 112, 1) and region.dtype == np.float32
+    np.testing.assert_array_equal(region[..., 0] > 0, nb["lung_region"](film)[0])
+    blank = nb["region_tensor"](np.full((112, 112, 1), 0.5, "float32"))
+    assert np.all(blank == 1.0)  # nothing is dimmed on a film whose lungs were not found
+
+
 def test_lung_share_of_heat_inside_outside_and_at_another_size(nb):
     _, lungs = two_lung_film()
     assert nb["lung_share"](lungs.astype(float), lungs) == pytest.approx(1.0)
     assert nb["lung_share"]((~lungs).astype(float), lungs) == pytest.approx(0.0)
+    assert np.isnan(nb["lung_share"](np.zeros(lungs.shape), lungs))  # no heat: no share
     heat = np.zeros((56, 56))
     heat[20:30, 10:20] = 1.0  # inside the left oval, at half the size
     assert nb["lung_share"](heat, lungs) > 0.95
