@@ -183,8 +183,10 @@ def test_full_runs_are_recorded_in_the_run_history_and_smoke_runs_are_not(bench,
     with pytest.raises(SystemExit, match="Only full runs"):
         bench.record_run(metrics, "smoke", history)
     full = {**metrics, "mode": "full"}
-    with pytest.raises(SystemExit, match="protocol commit"):
-        bench.record_run(full, "a run before its protocol was committed", history)
+    for unfixed in ("PROTOCOL_COMMIT_PLACEHOLDER", "0000000"):  # not a commit; not an ancestor
+        full["protocol"] = {**metrics["protocol"], "commit": unfixed}
+        with pytest.raises(SystemExit, match="protocol commit"):
+            bench.record_run(full, "a run before its protocol was committed", history)
     full["protocol"] = {**metrics["protocol"], "commit": bench.head_commit()}
     bench.record_run(full, "a change, with a comma", history)
     rows = list(csv.DictReader(history.open()))
