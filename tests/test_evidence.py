@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from conftest import ConstantModel
 from notebook_code import load_helpers
 
 
@@ -116,16 +117,6 @@ def test_random_films_keep_each_class_share(nb):
     assert drawn["class"].value_counts().to_dict() == {"PNEUMONIA": 30, "NORMAL": 10}
     assert drawn["path"].is_monotonic_increasing and drawn["path"].is_unique
     assert len(nb["random_films"](frame, 1000, seed=0)) == 400  # never more than there is
-
-
-class ConstantModel:
-    """Stands in for a Keras model: predicts fixed probabilities, whatever it is given."""
-
-    def __init__(self, probs):
-        self.probs = np.asarray(probs, dtype="float32").reshape(-1, 1)
-
-    def predict(self, data, **options):
-        return self.probs
 
 
 def test_member_probs_average_the_members_for_the_ensemble(nb):

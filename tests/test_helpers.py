@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import ConstantModel
 from notebook_code import load_helpers
 
 
@@ -119,16 +120,6 @@ def test_equalize_histogram_spreads_a_narrow_range(nb):
     assert equalised.min() == 0 and equalised.max() == 255
     order = np.argsort(image.numpy().ravel(), kind="stable")
     assert np.all(np.diff(equalised.ravel()[order].astype(int)) >= 0)  # monotone mapping
-
-
-class ConstantModel:
-    """Stands in for a Keras model: predicts fixed probabilities."""
-
-    def __init__(self, probs):
-        self.probs = np.asarray(probs, dtype="float32").reshape(-1, 1)
-
-    def predict(self, data, **options):
-        return self.probs
 
 
 def test_split_probs_averages_ensemble_members(nb):
