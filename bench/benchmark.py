@@ -270,9 +270,10 @@ def protocol_is_fixed(commit):
     return subprocess.run(ancestry, cwd=REPO, capture_output=True).returncode == 0
 
 
-def record_run(metrics, change, history=HISTORY):
+def record_run(metrics, change, history=HISTORY, commit=None):
     """Add one row for a full run on the real data (each one scores the test set) to the run
-    history, with the commit at which its protocol was fixed (an ancestor of the run's code)."""
+    history, with the commit at which its protocol was fixed (an ancestor of the run's code).
+    `commit` is the code the run ran (taken before it started); the checked-out one by default."""
     if metrics["mode"] != "full":
         sys.exit("Only full runs on the real data go into the run history.")
     protocol = metrics.get("protocol", {}).get("commit", "")
@@ -286,7 +287,7 @@ def record_run(metrics, change, history=HISTORY):
     row = {
         "run": str(int(rows[-1]["run"]) + 1 if rows else 1),
         "date": time.strftime("%Y-%m-%d"),
-        "code_commit": head_commit(),
+        "code_commit": commit or head_commit(),
         "report_commit": "",
         "changed_before_run": change,
         "best_model": metrics["best_model"],
@@ -349,6 +350,11 @@ def main():
         "with what changed before it",
     )
     parser.add_argument(
+        "--commit",
+        default="",
+        help="with --record: the commit whose code the run ran (default: the checked-out one)",
+    )
+    parser.add_argument(
         "--weights",
         default=os.environ.get("PNEUMONIA_VGG16_WEIGHTS", ""),
         help="VGG16 notop weights file for offline machines",
@@ -392,7 +398,7 @@ def main():
         print()
         print(label_free_table(metrics))
     if args.record:
-        record_run(metrics, args.record)
+        record_run(metrics, args.record, commit=args.commit or None)
     if args.readme:
         seed_file = Path(args.table).parent / "seeds.csv"
         update_readme(

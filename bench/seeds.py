@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import REPO, record_run, run_notebook  # noqa: E402
+from benchmark import REPO, head_commit, record_run, run_notebook  # noqa: E402
 
 SEED_TABLE = REPO / "results" / "seeds.csv"
 
@@ -44,6 +44,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", required=True)
     args = parser.parse_args()
     for seed in args.seeds:
+        commit = head_commit()  # the code this run runs, whatever is committed while it runs
         with tempfile.TemporaryDirectory() as folder:
             metrics = run_notebook(
                 {
@@ -58,6 +59,7 @@ def main():
         record_run(
             metrics,
             f"seed {seed} of the final configuration, in a temporary folder (bench/seeds.py)",
+            commit=commit,
         )
         print(merge_seed_rows(SEED_TABLE, rows, seed).to_string(index=False))
 

@@ -122,7 +122,9 @@ def record(evidence, change, decision, history=HISTORY, commit=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument(
+        "--data-dir", default="", help="the data folder (not needed with --from-json)"
+    )
     parser.add_argument("--weights", default="")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output", default="")
@@ -150,6 +152,8 @@ def main():
             sys.exit("--from-json needs --record CHANGE DECISION.")
         record(json.loads(Path(args.from_json).read_text()), *args.record)
         return
+    if not args.data_dir:
+        sys.exit("Give --data-dir DIR (the folder with train/ and test/), or --from-json FILE.")
     output = Path(args.output or tempfile.mkdtemp(prefix="pneumonia_validate_")).resolve()
     os.environ.update(
         {

@@ -195,6 +195,9 @@ def test_full_runs_are_recorded_in_the_run_history_and_smoke_runs_are_not(bench,
     assert rows[-1]["vgg16_auc"] == f"{metrics['models']['vgg16']['test']['auc']:.3f}"
     assert rows[-1]["best_model"] == metrics["best_model"]
     assert rows[-1]["protocol_commit"] == bench.head_commit() and rows[0]["protocol_commit"] == ""
+    assert rows[-1]["code_commit"] == bench.head_commit()
+    bench.record_run(full, "a run whose code was committed before it started", history, "abc1234")
+    assert list(csv.DictReader(history.open()))[-1]["code_commit"] == "abc1234"
 
 
 def test_seed_rows_with_a_best_model_join_older_rows_without_one(tmp_path):
