@@ -279,6 +279,11 @@ def test_seed_rows_name_the_best_model(metrics):
 
 
 @pytest.mark.parametrize("figure", FIGURES)
-def test_figure_written(figure):
+def test_figure_written(figure, metrics):
+    test = metrics["models"][metrics["best_model"]]["test"]
+    if figure == "error_gallery" and test["fp"] + test["fn"] == 0:
+        # the notebook says instead that the chosen model made no error on the test films
+        assert not (SMOKE_OUTPUT / "figures" / f"{figure}.png").exists()
+        return
     path = SMOKE_OUTPUT / "figures" / f"{figure}.png"
     assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
