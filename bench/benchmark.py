@@ -222,8 +222,16 @@ def evidence_table(metrics, seeds):
         f"separates the classes with validation AUC {probe['val_auc']:.3f} and test AUC "
         f"{probe['test_auc']:.3f}.",
     ]
-    if seeds:
-        seed_list = ", ".join(map(str, sorted({int(row["seed"]) for row in seeds})))
+    seed_numbers = sorted({int(row["seed"]) for row in seeds or []})
+    if len(seed_numbers) == 1:
+        # one seed is the table above: say which runs are missing instead of a range of one value
+        lines += [
+            "",
+            f"Seeds: only seed {seed_numbers[0]} has run so far; `python bench/seeds.py --data-dir "
+            "DIR --seeds ...` adds others to `results/seeds.csv`.",
+        ]
+    elif seeds:
+        seed_list = ", ".join(map(str, seed_numbers))
         lines += [
             "",
             f"Over seeds {seed_list} (mean, and range in brackets; nothing selected among seeds):",

@@ -137,6 +137,23 @@ def test_evidence_block_summarises_every_seed(bench, metrics):
     assert "Best model under the protocol, per seed: seed 7: vgg16; seed 42: deep_cnn." in table
 
 
+def test_a_single_seed_is_named_not_summarised_as_a_range(bench, metrics):
+    seeds = [
+        {
+            "seed": 42,
+            "model": "vgg16",
+            "best_model": "vgg16",
+            "val_auc": "0.95",
+            "test_sensitivity": 0.9,
+            "test_specificity": 0.8,
+            "test_auc": "0.95",
+        }
+    ]
+    table = bench.evidence_table(metrics, seeds)
+    assert "Seeds: only seed 42 has run so far" in table
+    assert "Over seeds" not in table and "(0.950–0.950)" not in table
+
+
 def test_verdict_follows_the_numbers(bench, metrics):
     best = metrics["best_model"]
     passing = json.loads(json.dumps(metrics))
