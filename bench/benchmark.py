@@ -79,6 +79,19 @@ def check_layout(metrics):
         )
 
 
+MODEL_NAMES = {
+    "small_cnn": "small CNN",
+    "deep_cnn": "deep CNN",
+    "vgg16": "VGG16",
+    "ensemble": "ensemble",
+}
+
+
+def label(name):
+    """The readable name of a model, as the notebook writes it."""
+    return MODEL_NAMES.get(name, name)
+
+
 def with_interval(value, interval, decimals=3):
     low, high = interval
     return f"{value:.{decimals}f} ({low:.{decimals}f}–{high:.{decimals}f})"
@@ -92,8 +105,8 @@ def results_table(metrics):
         half, chosen = entry["test_at_0.5"], entry["test"]
         best = " (best)" if name == metrics["best_model"] else ""
         rows.append(
-            f"| {name}{best} | {entry['val']['auc']:.4f} | "
-            f"{with_interval(chosen['auc'], chosen['auc_ci'], 4)} | "
+            f"| {label(name)}{best} | {entry['val']['auc']:.3f} | "
+            f"{with_interval(chosen['auc'], chosen['auc_ci'])} | "
             f"{half['sensitivity']:.3f} / {half['specificity']:.3f} | {entry['threshold']:.3f} | "
             f"{with_interval(chosen['sensitivity'], chosen['sensitivity_ci'])} | "
             f"{with_interval(chosen['specificity'], chosen['specificity_ci'])} | "
@@ -123,12 +136,12 @@ def verdict(metrics):
         if entry["test"]["sensitivity"] >= 0.90 and entry["test"]["specificity"] >= 0.90
     ]
     return (
-        f"The best model under the protocol (chosen on validation data only), {name}, "
+        f"The best model under the protocol (chosen on validation data only), {label(name)}, "
         f"{'meets' if met else 'does not meet'} the bar of 0.90 sensitivity and specificity on "
         f"the official test set at its validation-chosen threshold: "
         f"{chosen['sensitivity']:.3f} / {chosen['specificity']:.3f} "
         f"(on validation {validation['sensitivity']:.3f} / {validation['specificity']:.3f}). "
-        f"Candidates that meet it on test: {', '.join(passing) if passing else 'none'}."
+        f"Candidates that meet it on test: {', '.join(map(label, passing)) if passing else 'none'}."
     )
 
 
@@ -141,8 +154,9 @@ def mcnemar_sentence(metrics):
     raw = ", ".join(f"{mcnemar['p'][group]:.3f} ({group})" for group in groups)
     adjusted = ", ".join(f"{mcnemar['p_holm'][group]:.3f} ({group})" for group in groups)
     return (
-        f"McNemar's exact test, {first} against {second} (the two single models with the highest "
-        f"validation AUC) at their validation thresholds on the test films: p = {raw}; "
+        f"McNemar's exact test, {label(first)} against {label(second)} (the two single models "
+        f"with the highest validation AUC) at their validation thresholds on the test films: "
+        f"p = {raw}; "
         f"Holm-adjusted over the {len(groups)} film groups: {adjusted}."
     )
 
@@ -153,7 +167,7 @@ def label_free_table(metrics):
     if not analysis:
         return ""
     rows = [
-        f"| {name} | {shares['val estimate']:.3f} ({shares['val true']:.3f}) | "
+        f"| {label(name)} | {shares['val estimate']:.3f} ({shares['val true']:.3f}) | "
         f"{shares['test estimate']:.3f} ({shares['test true']:.3f}) |"
         for name, shares in analysis["prevalence"].items()
     ]
@@ -168,8 +182,8 @@ def label_free_table(metrics):
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {name} | {result['threshold']:.3f} | {result['test']['sensitivity']:.3f} | "
-        f"{result['test']['specificity']:.3f} | {result['test']['auc']:.4f} |"
+        f"| {label(name)} | {result['threshold']:.3f} | {result['test']['sensitivity']:.3f} | "
+        f"{result['test']['specificity']:.3f} | {result['test']['auc']:.3f} |"
         for name, result in analysis["adabn"].items()
     ]
     return "\n".join(lines)
@@ -197,7 +211,7 @@ def evidence_table(metrics, seeds):
         )
         best = " (best)" if name == metrics["best_model"] else ""
         lines.append(
-            f"| {name}{best} | {worst[name]['val_specificity']:.3f} | "
+            f"| {label(name)}{best} | {worst[name]['val_specificity']:.3f} | "
             f"{worst[name]['val_auc']:.3f} | "
             f"{occlusion[name]['val_auc_lungs_blanked']:.3f} | "
             f"{occlusion[name]['val_auc_lungs_only']:.3f} | {share} |"
@@ -215,8 +229,8 @@ def evidence_table(metrics, seeds):
         f"{gradcam.get('target', 'probability')}) inside that region, on "
         f"{gradcam[singles[0]]['val']['films']} validation and "
         f"{gradcam[singles[0]]['test']['films']} test films. Eligible under the protocol: "
-        f"{', '.join(choice['eligible'])}; tied: {', '.join(choice['tied'])}; chosen: "
-        f"{metrics['best_model']}.",
+        f"{', '.join(map(label, choice['eligible']))}; "
+        f"tied: {', '.join(map(label, choice['tied']))}; chosen: {label(metrics['best_model'])}.",
         "",
         f"A logistic regression on {probe['thumbnail_px']}×{probe['thumbnail_px']} thumbnails "
         f"separates the classes with validation AUC {probe['val_auc']:.3f} and test AUC "
@@ -246,14 +260,14 @@ def evidence_table(metrics, seeds):
                 cells.append(
                     f"{sum(values) / len(values):.3f} ({min(values):.3f}–{max(values):.3f})"
                 )
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(name)} | " + " | ".join(cells) + " |")
         # rows of seeds.csv written before it had a best_model column have none
         chosen = {int(row["seed"]): row["best_model"] for row in seeds if row.get("best_model")}
         if chosen:
             lines += [
                 "",
                 "Best model under the protocol, per seed: "
-                + "; ".join(f"seed {seed}: {name}" for seed, name in sorted(chosen.items()))
+                + "; ".join(f"seed {seed}: {label(name)}" for seed, name in sorted(chosen.items()))
                 + ".",
             ]
     return "\n".join(lines)

@@ -40,6 +40,14 @@ def bench():
     return module
 
 
+READABLE = {
+    "small_cnn": "small CNN",
+    "deep_cnn": "deep CNN",
+    "vgg16": "VGG16",
+    "ensemble": "ensemble",
+}
+
+
 def evidence_row(metrics, name):
     """The evidence block's row of one candidate, from metrics.json."""
     worst, occlusion = metrics["worst_case"][name], metrics["occlusion"][name]
@@ -51,7 +59,7 @@ def evidence_row(metrics, name):
     )
     best = " (best)" if name == metrics["best_model"] else ""
     return (
-        f"| {name}{best} | {worst['val_specificity']:.3f} | {worst['val_auc']:.3f} | "
+        f"| {READABLE[name]}{best} | {worst['val_specificity']:.3f} | {worst['val_auc']:.3f} | "
         f"{occlusion['val_auc_lungs_blanked']:.3f} | {occlusion['val_auc_lungs_only']:.3f} | "
         f"{share} |"
     )
@@ -72,19 +80,22 @@ def test_readme_blocks_are_filled_from_metrics_and_rewriting_is_stable(bench, me
     low, high = chosen["auc_ci"]
     results = block(text, "results")
     assert (
-        f"| {best} (best) | {metrics['models'][best]['val']['auc']:.4f} | "
-        f"{chosen['auc']:.4f} ({low:.4f}–{high:.4f}) |" in results
+        f"| {READABLE[best]} (best) | {metrics['models'][best]['val']['auc']:.3f} | "
+        f"{chosen['auc']:.3f} ({low:.3f}–{high:.3f}) |" in results
     )
     assert "95 % patient-bootstrap" in results and "Wilson" not in results
     assert metrics["interval_method"] in results
-    assert f"best model under the protocol (chosen on validation data only), {best}," in results
+    assert (
+        f"best model under the protocol (chosen on validation data only), {READABLE[best]},"
+        in results
+    )
     holm = metrics["mcnemar"]["p_holm"]
     assert f"Holm-adjusted over the 3 film groups: {holm['all']:.3f} (all)" in results
     evidence = block(text, "evidence")
     for name in ("small_cnn", "deep_cnn", "vgg16", "ensemble"):
         assert evidence_row(metrics, name) in evidence
-    assert f"chosen: {best}." in evidence
-    assert "| deep_cnn | " in block(text, "label-free")
+    assert f"chosen: {READABLE[best]}." in evidence
+    assert "| deep CNN | " in block(text, "label-free")
     assert f"| total | {metrics['timings']['total']:.1f} |" in block(text, "timings")
     bench.update_readme(readme, metrics)
     assert readme.read_text() == text
@@ -98,7 +109,7 @@ def test_evidence_rows_show_the_worst_case_and_the_occlusion(bench, metrics):
     changed["gradcam"]["vgg16"]["test"]["lung_share"] = 0.625
     best = " (best)" if metrics["best_model"] == "vgg16" else ""
     table = bench.evidence_table(changed, None)
-    assert f"| vgg16{best} | 0.123 | 0.568 | 0.250 | 0.875 | 0.500 / 0.625 |" in table
+    assert f"| VGG16{best} | 0.123 | 0.568 | 0.250 | 0.875 | 0.500 / 0.625 |" in table
     assert "Over seeds" not in table
 
 
@@ -129,12 +140,12 @@ def test_evidence_block_summarises_every_seed(bench, metrics):
     # a row of seeds.csv from before it had a best_model column
     seeds.append({**seeds[0], "seed": 3, "best_model": "", "val_auc": "0.96", "test_auc": "0.96"})
     row = (
-        "| vgg16 | 0.960 (0.950–0.970) | 0.900 (0.900–0.900) | 0.800 (0.800–0.800) "
+        "| VGG16 | 0.960 (0.950–0.970) | 0.900 (0.900–0.900) | 0.800 (0.800–0.800) "
         "| 0.960 (0.950–0.970) |"
     )
     table = bench.evidence_table(metrics, seeds)
     assert "Over seeds 3, 7, 42 " in table and row in table
-    assert "Best model under the protocol, per seed: seed 7: vgg16; seed 42: deep_cnn." in table
+    assert "Best model under the protocol, per seed: seed 7: VGG16; seed 42: deep CNN." in table
 
 
 def test_a_single_seed_is_named_not_summarised_as_a_range(bench, metrics):
