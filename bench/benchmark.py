@@ -156,8 +156,7 @@ def mcnemar_sentence(metrics):
     return (
         f"McNemar's exact test, {label(first)} against {label(second)} (the two single models "
         f"with the highest validation AUC) at their validation thresholds on the test films: "
-        f"p = {raw}; "
-        f"Holm-adjusted over the {len(groups)} film groups: {adjusted}."
+        f"p = {raw}; Holm-adjusted over the {len(groups)} film groups: {adjusted}."
     )
 
 
