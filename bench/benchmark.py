@@ -188,6 +188,13 @@ def label_free_table(metrics):
     return "\n".join(lines)
 
 
+def tie_text(tied):
+    """The candidates tied for the best worst-case specificity; the best alone is no tie."""
+    if len(tied) < 2:
+        return "no tie"
+    return f"tied within the tolerance: {', '.join(map(label, tied))}"
+
+
 def evidence_table(metrics, seeds):
     """Per candidate, the evidence the protocol chooses with: the worst case over the acquisition
     stresses (validation specificity at the candidate's own threshold, and AUC), the validation AUC
@@ -228,8 +235,8 @@ def evidence_table(metrics, seeds):
         f"{gradcam.get('target', 'probability')}) inside that region, on "
         f"{gradcam[singles[0]]['val']['films']} validation and "
         f"{gradcam[singles[0]]['test']['films']} test films. Eligible under the protocol: "
-        f"{', '.join(map(label, choice['eligible']))}; "
-        f"tied: {', '.join(map(label, choice['tied']))}; chosen: {label(metrics['best_model'])}.",
+        f"{', '.join(map(label, choice['eligible']))}; {tie_text(choice['tied'])}; "
+        f"chosen: {label(metrics['best_model'])}.",
         "",
         f"A logistic regression on {probe['thumbnail_px']}×{probe['thumbnail_px']} thumbnails "
         f"separates the classes with validation AUC {probe['val_auc']:.3f} and test AUC "

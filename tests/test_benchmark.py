@@ -165,6 +165,17 @@ def test_a_single_seed_is_named_not_summarised_as_a_range(bench, metrics):
     assert "Over seeds" not in table and "(0.950–0.950)" not in table
 
 
+def test_a_best_model_alone_is_no_tie_and_a_real_tie_names_every_candidate(bench, metrics):
+    alone = json.loads(json.dumps(metrics))
+    alone["model_choice"]["tied"] = [alone["best_model"]]
+    assert "; no tie; chosen:" in bench.evidence_table(alone, None)
+    tied = json.loads(json.dumps(metrics))
+    tied["model_choice"]["tied"] = ["vgg16", "ensemble"]
+    table = bench.evidence_table(tied, None)
+    assert "tied within the tolerance: VGG16, ensemble; chosen:" in table
+    assert "no tie" not in table
+
+
 def test_verdict_follows_the_numbers(bench, metrics):
     best = metrics["best_model"]
     passing = json.loads(json.dumps(metrics))
