@@ -259,7 +259,9 @@ def evidence_table(metrics, seeds):
             "| model | val AUC | test sensitivity | test specificity | test AUC |",
             "|---|---|---|---|---|",
         ]
-        for name in dict.fromkeys(row["model"] for row in seeds):
+        names = {row["model"] for row in seeds}
+        # the candidates in the notebook's order; a name it no longer has goes last
+        for name in sorted(names, key=lambda n: (MODELS.index(n) if n in MODELS else 99, n)):
             cells = []
             for column in ("val_auc", "test_sensitivity", "test_specificity", "test_auc"):
                 values = [float(row[column]) for row in seeds if row["model"] == name]

@@ -148,6 +148,19 @@ def test_evidence_block_summarises_every_seed(bench, metrics):
     assert "Best model under the protocol, per seed: seed 7: VGG16; seed 42: deep CNN." in table
 
 
+def test_seed_rows_follow_the_notebooks_order_of_models(bench, metrics):
+    row = {"val_auc": "0.95", "test_sensitivity": 0.9, "test_specificity": 0.8, "test_auc": "0.95"}
+    # seeds.csv is sorted by name: ensemble and deep_cnn come before small_cnn and vgg16 there
+    seeds = [
+        {**row, "seed": seed, "model": model, "best_model": "vgg16"}
+        for seed in (7, 42)
+        for model in ("deep_cnn", "ensemble", "small_cnn", "vgg16")
+    ]
+    table = bench.evidence_table(metrics, seeds)
+    starts = [table.index(f"| {READABLE[name]} | 0.950") for name in READABLE]
+    assert starts == sorted(starts)
+
+
 def test_a_single_seed_is_named_not_summarised_as_a_range(bench, metrics):
     seeds = [
         {
