@@ -261,7 +261,8 @@ def evidence_table(metrics, seeds):
         ]
         names = {row["model"] for row in seeds}
         # the candidates in the notebook's order; a name it no longer has goes last
-        for name in sorted(names, key=lambda n: (MODELS.index(n) if n in MODELS else 99, n)):
+        order = {name: index for index, name in enumerate(MODELS)}
+        for name in sorted(names, key=lambda name: (order.get(name, len(order)), name)):
             cells = []
             for column in ("val_auc", "test_sensitivity", "test_specificity", "test_auc"):
                 values = [float(row[column]) for row in seeds if row["model"] == name]

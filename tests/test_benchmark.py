@@ -150,7 +150,7 @@ def test_evidence_block_summarises_every_seed(bench, metrics):
 
 def test_seed_rows_follow_the_notebooks_order_of_models(bench, metrics):
     row = {"val_auc": "0.95", "test_sensitivity": 0.9, "test_specificity": 0.8, "test_auc": "0.95"}
-    # seeds.csv is sorted by name: ensemble and deep_cnn come before small_cnn and vgg16 there
+    # seeds.csv is sorted by name: deep_cnn and ensemble come before small_cnn and vgg16 there
     seeds = [
         {**row, "seed": seed, "model": model, "best_model": "vgg16"}
         for seed in (7, 42)
