@@ -47,8 +47,14 @@ def run_notebook(env_overrides, workdir):
     return json.loads((workdir / "output" / "results" / "metrics.json").read_text())
 
 
+def readable_key(key):
+    """A model's readable name, or a key of metrics.json with spaces for its underscores."""
+    return MODEL_NAMES[key] if key in MODEL_NAMES else key.replace("_", " ")
+
+
 def timing_table(metrics):
-    rows = [f"| {section} | {seconds:.1f} |" for section, seconds in metrics["timings"].items()]
+    timings = metrics["timings"].items()
+    rows = [f"| {readable_key(section)} | {seconds:.1f} |" for section, seconds in timings]
     return "\n".join(["| section | seconds |", "|---|---|", *rows])
 
 
@@ -222,12 +228,14 @@ def evidence_table(metrics, seeds):
             f"{occlusion[name]['val_auc_lungs_blanked']:.3f} | "
             f"{occlusion[name]['val_auc_lungs_only']:.3f} | {share} |"
         )
-    stresses = list(next(iter(metrics["stress_tests"].values())))
+    # "none" is the clean films: a row of the stress table, but not a stress
+    stresses = [key for key in next(iter(metrics["stress_tests"].values())) if key != "none"]
     occluded = occlusion[next(iter(occlusion))]["films"]
     region = metrics.get("occlusion_region_fraction", gradcam["mean_region_fraction"])
     lines += [
         "",
-        f"Worst case over {len(stresses)} acquisition stresses ({', '.join(stresses)}) of "
+        f"Worst case over the clean films and {len(stresses)} acquisition stresses "
+        f"({', '.join(map(readable_key, stresses))}) of "
         f"{metrics.get('stress_films', '?')} random validation films. Occlusion on {occluded} "
         f"random validation films whose lung fields were found: the generous lung region (it "
         f"covers {region:.3f} of the input on average) filled with the film's mean, or everything "

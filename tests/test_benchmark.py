@@ -189,6 +189,14 @@ def test_a_best_model_alone_is_no_tie_and_a_real_tie_names_every_candidate(bench
     assert "no tie" not in table
 
 
+def test_readme_tables_name_sections_and_stresses_without_underscores(bench, metrics):
+    timings = bench.timing_table(metrics)
+    assert "| small CNN |" in timings and "_" not in timings
+    listed = bench.evidence_table(metrics, None).split("acquisition stresses (")[1].split(")")[0]
+    stresses = [key for key in next(iter(metrics["stress_tests"].values())) if key != "none"]
+    assert listed.split(", ") == [key.replace("_", " ") for key in stresses]
+
+
 def test_verdict_follows_the_numbers(bench, metrics):
     best = metrics["best_model"]
     passing = json.loads(json.dumps(metrics))
