@@ -49,7 +49,7 @@ def run_notebook(env_overrides, workdir):
 
 def readable_key(key):
     """A model's readable name, or a key of metrics.json with spaces for its underscores."""
-    return MODEL_NAMES[key] if key in MODEL_NAMES else key.replace("_", " ")
+    return MODEL_NAMES.get(key, key.replace("_", " "))
 
 
 def timing_table(metrics):
