@@ -1,15 +1,15 @@
-"""Judge a change on validation data only, before any full run scores the test set.
+"""Judge a change on validation data only, before any full run scores a test set.
 
   python bench/validate.py --data-dir DIR [--weights FILE] [--seed N] [--output DIR]
                            [--set NAME=VALUE ...] [--record CHANGE DECISION]
   python bench/validate.py --from-json OUTPUT/results/validation.json --record CHANGE DECISION
 
 Runs the notebook's code cells up to the choice of the best model (data, split, training,
-thresholds), then the definitions of its later cells, then measures on random validation films what
-the report's analyses measure: each model's validation AUC and operating point, its figures under
-the acquisition stresses and the lung occlusion, the lung share of its Grad-CAM heat, and the
-shortcut probe's validation AUC. --set overrides configuration constants (a change judged against
-the committed configuration). Nothing is predicted on the test set.
+thresholds, the choice), then the definitions of its later cells, and keeps what validation shows:
+each model's validation AUC with its patient-bootstrap interval, its operating point, its epochs
+and training time, the best model under the protocol, and the machine's reference speed. --set
+overrides configuration constants (a change judged against the committed configuration). Nothing is
+predicted on the internal or the official test set.
 Writes validation.json under the output folder (a temporary folder by default, never the committed
 report) and prints it; with --record CHANGE DECISION it also adds a row to
 results/validation_history.csv.
@@ -33,27 +33,26 @@ from benchmark import MODELS, REPO, head_commit  # noqa: E402
 
 # every validation-only run (none scores the test set)
 HISTORY = REPO / "results" / "validation_history.csv"
-LAST_CELL = "BEST_MODEL, ELIGIBLE, TIED = choose_model("  # the protocol's choice on validation
-CONFIGURATION_CELL = "CNN_EPOCHS ="  # --set assignments run right after this cell
+LAST_CELL = "BEST_MODEL, TIED = choose_model("  # the protocol's choice on validation
+CONFIGURATION_CELL = "CNN_IMAGE_SIZE ="  # --set assignments run right after this cell
 VALIDATION_EVIDENCE = """
-cam_films = {"val": random_films(val_images, GRADCAM_FILMS, SEED)}
-regions = {"val": film_regions(cam_films["val"])}
+timings["total"] = round(time.perf_counter() - RUN_STARTED, 1)
 evidence = {
     "seed": SEED,
     "best_model": BEST_MODEL,
+    "tied": TIED,
+    "reference_speed_ms": REFERENCE_SPEED,
     "timings": timings,
     "models": {
-        name: {**entry["val"], "threshold": entry["threshold"]} for name, entry in models.items()
+        name: {
+            **entry["val"],
+            "image_size": entry["image_size"],
+            "epochs_run": entry["epochs_run"],
+            "best_epoch": entry["best_epoch"],
+            "seconds": entry["seconds"],
+        }
+        for name, entry in models.items()
     },
-    "worst_case": WORST_CASE,
-    "stress_tests": STRESS_TESTS,
-    "occlusion": OCCLUSION,
-    "occlusion_region_fraction": REGION_FRACTION,
-    "lung_share": {
-        name: {"val": mean_lung_share([models[name]], cam_films["val"], regions["val"])}
-        for name in ENSEMBLE_MEMBERS
-    },
-    "shortcut_probe": shortcut_probe(cnn_datasets, ("val",), PROBE_THUMBNAIL),
 }
 (RESULT_DIR / "validation.json").write_text(json.dumps(to_json_ready(evidence), indent=2))
 """
@@ -91,20 +90,22 @@ def validation_notebook(overrides=()):
 
 
 def history_row(evidence, change, decision, commit):
-    """One validation-only run: what changed, each candidate's clean and worst-case stressed
-    validation figures, its occlusion AUCs and lung share, the probe, and the decision."""
+    """One validation-only run: what changed, each candidate's validation AUC, operating point,
+    epochs and training time, the best model, the machine's speed, and the decision."""
     row = {"date": time.strftime("%Y-%m-%d"), "code_commit": commit, "seed": evidence["seed"]}
     row.update(change=change, best_model=evidence["best_model"])
+    row["reference_speed_ms"] = f"{evidence['reference_speed_ms']:.1f}"
+    row["wall_minutes"] = f"{evidence['timings']['total'] / 60:.1f}"
     for name in MODELS:
-        worst, occluded = evidence["worst_case"][name], evidence["occlusion"][name]
-        row[f"{name}_val_auc"] = f"{evidence['models'][name]['auc']:.4f}"
-        row[f"{name}_worst_val_specificity"] = f"{worst['val_specificity']:.3f}"
-        row[f"{name}_worst_val_auc"] = f"{worst['val_auc']:.4f}"
-        row[f"{name}_val_auc_lungs_blanked"] = f"{occluded['val_auc_lungs_blanked']:.3f}"
-        row[f"{name}_val_auc_lungs_only"] = f"{occluded['val_auc_lungs_only']:.3f}"
-    for name, share in evidence["lung_share"].items():
-        row[f"{name}_val_lung_share"] = f"{share['val']['lung_share']:.3f}"
-    row["probe_val_auc"] = f"{evidence['shortcut_probe']['val_auc']:.3f}"
+        figures = evidence["models"][name]
+        row[f"{name}_val_auc"] = f"{figures['auc']:.4f}"
+        row[f"{name}_val_auc_low"] = f"{figures['auc_ci'][0]:.4f}"
+        row[f"{name}_val_sensitivity"] = f"{figures['sensitivity']:.3f}"
+        row[f"{name}_val_specificity"] = f"{figures['specificity']:.3f}"
+        if name != "ensemble":
+            row[f"{name}_epochs_run"] = figures["epochs_run"]
+            row[f"{name}_best_epoch"] = figures["best_epoch"]
+            row[f"{name}_train_seconds"] = round(figures["seconds"])
     row["decision"] = decision
     return row
 
