@@ -147,11 +147,17 @@ def main():
         default="",
         help="record the evidence of an earlier run (its validation.json) instead of running",
     )
+    parser.add_argument(
+        "--commit",
+        default="",
+        help="with --from-json: the commit whose code the run ran (default: the checked-out one)",
+    )
     args = parser.parse_args()
     if args.from_json:
         if not args.record:
             sys.exit("--from-json needs --record CHANGE DECISION.")
-        record(json.loads(Path(args.from_json).read_text()), *args.record)
+        evidence = json.loads(Path(args.from_json).read_text())
+        record(evidence, *args.record, commit=args.commit or None)
         return
     if not args.data_dir:
         sys.exit("Give --data-dir DIR (the folder with train/ and test/), or --from-json FILE.")
@@ -166,13 +172,14 @@ def main():
     )
     if args.weights:
         os.environ["PNEUMONIA_VGG16_WEIGHTS"] = str(Path(args.weights).resolve())
+    commit = head_commit()  # the code this run runs, whatever is committed while it runs
     notebook = validation_notebook(args.set)
     NotebookClient(notebook, timeout=None, resources={"metadata": {"path": str(REPO)}}).execute()
     nbformat.write(notebook, output / "validation.ipynb")
     evidence = json.loads((output / "results" / "validation.json").read_text())
     print(json.dumps(evidence, indent=2))
     if args.record:
-        record(evidence, *args.record)
+        record(evidence, *args.record, commit=commit)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,12 @@
-"""Unit tests of the notebook's helpers that hold real logic: grouping and split, threshold,
-metrics, McNemar's test, ensemble probabilities, Grad-CAM maps and the label-free analysis (class
-share, AdaBN). The evidence helpers (stresses, occlusion, the choice of the best model, patient
-bootstrap, Holm, Grad-CAM from the logit) are tested in test_evidence.py."""
+"""Unit tests of the notebook's helpers that hold real logic: grouping and the three-way split,
+threshold, metrics, histogram equalisation, the layer table and Grad-CAM maps. The choice of the
+best model, the patient bootstrap and Grad-CAM from the logit are tested in test_evidence.py."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ConstantModel
 from notebook_code import load_helpers
 
 
@@ -103,16 +101,6 @@ def test_binary_metrics_counts(nb):
     assert metrics["accuracy"] == pytest.approx(5 / 7)
 
 
-def test_mcnemar(nb):
-    labels = np.array([1] * 40 + [0] * 40)
-    same = labels.copy()
-    assert nb["mcnemar_p"](labels, same, same) == 1.0
-    worse = labels.copy()
-    worse[:15] = 0  # b wrong on 15 films a gets right
-    assert nb["mcnemar_p"](labels, labels, worse) < 0.001
-    assert nb["mcnemar_p"](labels, labels, worse) == nb["mcnemar_p"](labels, worse, labels)
-
-
 def test_equalize_histogram_spreads_a_narrow_range(nb):
     tf = nb["tf"]
     image = tf.constant(np.linspace(100, 140, 64 * 64).reshape(64, 64, 1).astype("uint8"))
@@ -120,18 +108,6 @@ def test_equalize_histogram_spreads_a_narrow_range(nb):
     assert equalised.min() == 0 and equalised.max() == 255
     order = np.argsort(image.numpy().ravel(), kind="stable")
     assert np.all(np.diff(equalised.ravel()[order].astype(int)) >= 0)  # monotone mapping
-
-
-def test_split_probs_averages_ensemble_members(nb):
-    models = {
-        "a": {"predictor": ConstantModel([0.2, 0.9]), "data": {"val": None}},
-        "b": {"predictor": ConstantModel([0.4, 0.5]), "data": {"val": None}},
-        "both": {"members": ("a", "b")},
-    }
-    np.testing.assert_allclose(nb["split_probs"](models, "a", "val"), [0.2, 0.9], atol=1e-7)
-    np.testing.assert_allclose(nb["split_probs"](models, "both", "val"), [0.3, 0.7], atol=1e-7)
-    models["a"]["val_probs"] = np.array([0.0, 0.1])  # stored earlier: reused, not predicted again
-    np.testing.assert_allclose(nb["split_probs"](models, "both", "val"), [0.2, 0.3], atol=1e-7)
 
 
 def tiny_model(nb, image_size):
@@ -162,38 +138,31 @@ def test_explain_averages_member_maps_at_one_size(nb, tmp_path):
     np.testing.assert_allclose(both, (small_alone + single) / 2, atol=1e-5)
 
 
-@pytest.mark.parametrize("share", [0.2, 0.625, 0.85])
-def test_estimate_prevalence_recovers_the_share_from_calibrated_probabilities(nb, share):
-    rng = np.random.default_rng(3)
-    labels = rng.random(20000) < share
-    scores = rng.normal(np.where(labels, 1.0, -1.0), 1.0)  # unit-variance classes at -1 and +1
-    probs = 1 / (1 + np.exp(-2 * scores))  # exact posterior for a 50:50 population
-    assert nb["estimate_prevalence"](probs, 0.5) == pytest.approx(labels.mean(), abs=0.02)
-    # made for the true share
-    made_for_share = 1 / (1 + np.exp(-(2 * scores + np.log(share / (1 - share)))))
-    assert nb["estimate_prevalence"](made_for_share, model_prior=share) == pytest.approx(
-        labels.mean(), abs=0.02
-    )
+def test_three_way_split_keeps_patients_whole_and_the_shares(nb):
+    rng = np.random.default_rng(0)
+    rows = []
+    for patient in range(300):
+        label = int(patient % 4 != 0)  # a quarter of the patients normal
+        for _ in range(rng.integers(1, 4)):
+            rows.append({"group": f"p{patient}", "label": label})
+    pool = pd.DataFrame(rows)
+    parts = nb["three_way_split"](pool, 0.15, 0.15, seed=1)
+    assert sum(len(part) for part in parts) == len(pool)
+    groups = [set(part["group"]) for part in parts]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    for part, share in zip(parts, (0.7, 0.15, 0.15), strict=True):
+        assert len(set(part["group"])) / 300 == pytest.approx(share, abs=0.04)
+        assert part["label"].mean() == pytest.approx(pool["label"].mean(), abs=0.06)
+    again = nb["three_way_split"](pool, 0.15, 0.15, seed=1)
+    assert all(a.equals(b) for a, b in zip(parts, again, strict=True))
 
 
-def test_batch_norm_adapted_uses_the_data_statistics_and_restores_them(nb):
-    tf, keras, layers = nb["tf"], nb["keras"], nb["layers"]
+def test_layer_table_counts_batch_norm_statistics_as_not_trainable(nb):
+    keras, layers = nb["keras"], nb["layers"]
     inputs = keras.Input((8, 8, 1))
-    norm = layers.BatchNormalization()
-    backbone = keras.Model(inputs, norm(layers.Conv2D(3, 3, padding="same")(inputs)))
-    images = np.random.default_rng(0).normal(5.0, 2.0, (20, 8, 8, 1)).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(20, "float32"))).batch(6)
-    before = norm.moving_mean.numpy().copy(), norm.moving_variance.numpy().copy()
-    conv_out = keras.Model(inputs, norm.input)(images).numpy()
-    with nb["batch_norm_adapted"](backbone, dataset):
-        np.testing.assert_allclose(
-            norm.moving_mean.numpy(), conv_out.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5
-        )
-        np.testing.assert_allclose(
-            norm.moving_variance.numpy(), conv_out.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5
-        )
-        adapted = backbone(images, training=False).numpy()
-        # standardised by its own data
-        assert abs(adapted.mean()) < 1e-3 and abs(adapted.std() - 1) < 0.01
-    np.testing.assert_array_equal(norm.moving_mean.numpy(), before[0])
-    np.testing.assert_array_equal(norm.moving_variance.numpy(), before[1])
+    features = layers.BatchNormalization()(layers.Conv2D(4, 3, use_bias=False)(inputs))
+    model = keras.Model(inputs, features)
+    table = {row["kind"]: row for row in nb["layer_table"](model)}
+    assert table["Conv2D"]["parameters"] == table["Conv2D"]["trainable"] == 36
+    norm = table["BatchNormalization"]
+    assert norm["parameters"] == 16 and norm["trainable"] == 8  # gamma, beta; not the statistics

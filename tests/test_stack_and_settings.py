@@ -1,7 +1,6 @@
 """The notebook on every supported stack and under careless settings: the version check, the
-strategy's TPU fallback, the sharpness augmentation written for old Keras releases (keras.ops only),
-the output folder of smoke runs, and the lung-field helpers of the Grad-CAM analysis and the lung
-emphasis."""
+hardware strategy, the sharpness augmentation written for old Keras releases (keras.ops only) and
+the output folder of smoke runs."""
 
 import os
 import subprocess
@@ -61,24 +60,9 @@ def test_installed_stack_meets_the_minimum(nb):
     nb["check_stack"](nb["MINIMUM_VERSIONS"], nb["module_version"])
 
 
-def test_tpu_that_cannot_start_falls_back_and_says_why(nb):
-    import tensorflow as tf
-
-    def no_tpu_address():
-        raise ValueError("Please provide a TPU Name to connect to.")
-
-    def tensorflow_cpu_on_a_tpu_host():
-        raise tf.errors.NotFoundError(
-            None, None, "No registered 'ConfigureDistributedTPU' OpKernel for 'CPU' devices"
-        )
-
-    strategy, description = nb["detect_strategy"](no_tpu_address)
+def test_a_cpu_without_replicas_trains_on_one_device(nb):
+    strategy, description = nb["detect_strategy"](0)
     assert description in ("CPU", "1 GPU") and strategy.num_replicas_in_sync == 1
-    strategy, description = nb["detect_strategy"](tensorflow_cpu_on_a_tpu_host)
-    assert (
-        "no TPU strategy could start: NotFoundError" in description
-        and strategy.num_replicas_in_sync == 1
-    )
 
 
 def films(count, seed=0, size=12):
@@ -176,59 +160,3 @@ def test_output_folder_and_weights_expand_home_and_variables(monkeypatch, tmp_pa
     )
     assert config["OUTPUT_DIR"] == tmp_path / "runs" / "one"
     assert config["VGG16_WEIGHTS"] == "/opt/weights/vgg16.h5"
-
-
-def two_lung_film(size=112):
-    """A bright body with a brighter spine, a bright abdomen along the bottom and two dark oval
-    lungs."""
-    rows, cols = np.mgrid[0:size, 0:size] / size
-    film = 0.7 + 0.25 * np.exp(-((cols - 0.5) ** 2) / 0.003)
-    lungs = np.zeros((size, size), dtype=bool)
-    for centre in (0.27, 0.73):
-        lungs |= ((rows - 0.45) / 0.3) ** 2 + ((cols - centre) / 0.15) ** 2 <= 1
-    film[lungs] = 0.15
-    film[rows > 0.85] = 0.9
-    return film, lungs
-
-
-def test_lung_mask_lies_over_the_dark_ovals(nb):
-    film, lungs = two_lung_film()
-    mask, found = nb["lung_mask"](film)
-    assert found
-    # the mask lies on the lungs (rounded boxes over ovals)
-    assert (mask & lungs).sum() / mask.sum() > 0.8
-    assert (mask & lungs).sum() / lungs.sum() > 0.6  # and covers most of them
-    assert (mask & lungs)[:, :56].any() and (mask & lungs)[:, 56:].any()
-
-
-def test_lung_mask_fails_the_size_check_on_a_blank_film(nb):
-    assert nb["lung_mask"](np.full((112, 112), 0.5))[1] is False
-
-
-def test_lung_region_grows_the_lung_fields(nb):
-    film, _ = two_lung_film()
-    mask, _ = nb["lung_mask"](film)
-    region, found = nb["lung_region"](film)
-    assert found and region.shape == mask.shape
-    assert np.all(region[mask]) and region.sum() > 1.2 * mask.sum()
-    margin = round(nb["LUNG_MARGIN"] * film.shape[0])
-    assert not np.any(region & ~ndimage.binary_dilation(mask, iterations=margin + 1))
-
-
-def test_region_tensor_is_the_region_or_everything_when_not_found(nb):
-    film, _ = two_lung_film()
-    region = nb["region_tensor"](film[..., None].astype("float32"))
-    assert region.shape == (112, 112, 1) and region.dtype == np.float32
-    np.testing.assert_array_equal(region[..., 0] > 0, nb["lung_region"](film)[0])
-    blank = nb["region_tensor"](np.full((112, 112, 1), 0.5, "float32"))
-    assert np.all(blank == 1.0)  # nothing is dimmed on a film whose lungs were not found
-
-
-def test_lung_share_of_heat_inside_outside_and_at_another_size(nb):
-    _, lungs = two_lung_film()
-    assert nb["lung_share"](lungs.astype(float), lungs) == pytest.approx(1.0)
-    assert nb["lung_share"]((~lungs).astype(float), lungs) == pytest.approx(0.0)
-    assert np.isnan(nb["lung_share"](np.zeros(lungs.shape), lungs))  # no heat: no share
-    heat = np.zeros((56, 56))
-    heat[20:30, 10:20] = 1.0  # inside the left oval, at half the size
-    assert nb["lung_share"](heat, lungs) > 0.95
