@@ -161,14 +161,18 @@ def verdict(metrics):
     parts = []
     for split, title in (("internal_test", "internal test"), ("test", "official test")):
         figures = entry[split]
-        met = "meets" if meets_target(figures) else "does not meet"
+        met = (
+            "meets the target in its point estimates"
+            if meets_target(figures)
+            else "misses the target"
+        )
         parts.append(
-            f"on the {title} it {met} the target "
-            f"({figures['sensitivity']:.3f} / {figures['specificity']:.3f})"
+            f"on the {title} it {met} ({figures['sensitivity']:.3f} / {figures['specificity']:.3f})"
         )
     return (
         f"{how} (best model under the protocol, chosen on validation data only). At its "
-        f"validation threshold, sensitivity / specificity: {'; '.join(parts)}."
+        f"validation threshold (sensitivity / specificity; target {TARGET:.2f} / {TARGET:.2f}): "
+        f"{'; '.join(parts)}."
     )
 
 

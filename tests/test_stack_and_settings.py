@@ -56,8 +56,18 @@ def test_old_or_missing_stack_stops_with_the_install_line(nb, installed, problem
         nb["check_stack"](MINIMUM, installed.get)
 
 
+def test_an_excluded_version_stops_with_an_install_line_that_skips_it(nb):
+    installed = {"tensorflow": "2.18.0", "keras": "3.7.0"}
+    with pytest.raises(
+        RuntimeError,
+        match=r'keras 3.7.0 is a version this notebook cannot use.*"keras>=3.3.3,!=3.7.0"',
+    ):
+        nb["check_stack"](MINIMUM, installed.get, {"keras": "3.7.0"})
+    nb["check_stack"](MINIMUM, {"tensorflow": "2.18.0", "keras": "3.7.1"}.get, {"keras": "3.7.0"})
+
+
 def test_installed_stack_meets_the_minimum(nb):
-    nb["check_stack"](nb["MINIMUM_VERSIONS"], nb["module_version"])
+    nb["check_stack"](nb["MINIMUM_VERSIONS"], nb["module_version"], nb["EXCLUDED_VERSIONS"])
 
 
 def test_a_cpu_without_replicas_trains_on_one_device(nb):
