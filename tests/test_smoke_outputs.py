@@ -21,6 +21,7 @@ FIGURES = (
     "confusion_matrices",
     "roc_test",
     "probabilities_test",
+    "normal_image_statistics",
     "gradcam_test",
 )
 TEST_IMAGES = 20  # synthetic official test folder: 5 patients x 2 images per class
