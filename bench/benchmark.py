@@ -109,7 +109,7 @@ def label(name):
 
 def with_interval(figures, key, decimals=3):
     low, high = figures[f"{key}_ci"]
-    return f"{figures[key]:.{decimals}f} ({low:.{decimals}f}–{high:.{decimals}f})"
+    return f"{figures[key]:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
 
 
 def meets_target(figures):

@@ -60,7 +60,7 @@ def test_readme_blocks_are_filled_from_metrics_and_rewriting_is_stable(bench, me
     low, high = entry["test"]["auc_ci"]
     results = block(text, "results")
     assert f"| {READABLE[best]} (best) | {entry['threshold']:.3f} | " in results
-    assert f"| {entry['test']['auc']:.3f} ({low:.3f}–{high:.3f}) |" in results
+    assert f"| {entry['test']['auc']:.3f} [{low:.3f}, {high:.3f}] |" in results
     assert "internal test specificity" in results and metrics["interval_method"] in results
     assert "best model under the protocol, chosen on validation data only" in results
     assert "Seeds: no seed of this configuration has run so far" in block(text, "seeds")

@@ -101,6 +101,19 @@ def test_binary_metrics_counts(nb):
     assert metrics["accuracy"] == pytest.approx(5 / 7)
 
 
+def test_rates_by_threshold_agree_with_binary_metrics(nb):
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(40, int), np.ones(60, int)]
+    probs = rng.random(100)
+    thresholds = np.sort(np.r_[0.0, rng.random(5), probs[:3], 1.0])  # some on a probability
+    sensitivity, specificity = nb["rates_by_threshold"](labels, probs, thresholds)
+    for threshold, sens, spec in zip(thresholds, sensitivity, specificity, strict=True):
+        expected = nb["binary_metrics"](labels, probs, threshold)
+        assert sens == pytest.approx(expected["sensitivity"])
+        assert spec == pytest.approx(expected["specificity"])
+    assert np.all(np.diff(sensitivity) <= 0) and np.all(np.diff(specificity) >= 0)
+
+
 def test_equalize_histogram_spreads_a_narrow_range(nb):
     tf = nb["tf"]
     image = tf.constant(np.linspace(100, 140, 64 * 64).reshape(64, 64, 1).astype("uint8"))
