@@ -195,8 +195,8 @@ def seed_table(seeds):
         "test_auc",
     )
     lines = [
-        f"Over seeds {', '.join(map(str, numbers))} (mean, and range in brackets; nothing selected "
-        "among seeds):",
+        f"Over seeds {', '.join(map(str, numbers))} (mean, and range in parentheses; "
+        "nothing selected among seeds):",
         "",
         "| model | internal test sensitivity | internal test specificity | official test "
         "sensitivity | official test specificity | official test AUC |",
