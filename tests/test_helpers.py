@@ -1,6 +1,7 @@
 """Unit tests of the notebook's helpers that hold real logic: grouping and the three-way split,
-threshold, metrics, histogram equalisation, the layer table and Grad-CAM maps. The choice of the
-best model, the patient bootstrap and Grad-CAM from the logit are tested in test_evidence.py."""
+threshold, metrics, the best specificity any threshold reaches, histogram equalisation, the layer
+table and Grad-CAM maps. The choice of the best model, the patient bootstrap and Grad-CAM from the
+logit are tested in test_evidence.py."""
 
 import numpy as np
 import pandas as pd
@@ -112,6 +113,17 @@ def test_rates_by_threshold_agree_with_binary_metrics(nb):
         assert sens == pytest.approx(expected["sensitivity"])
         assert spec == pytest.approx(expected["specificity"])
     assert np.all(np.diff(sensitivity) <= 0) and np.all(np.diff(specificity) >= 0)
+
+
+def test_best_specificity_is_the_maximum_over_every_threshold(nb):
+    rng = np.random.default_rng(2)
+    labels = np.r_[np.zeros(50, int), np.ones(70, int)]
+    probs = np.round(rng.random(120), 2)  # ties between images, as in real probabilities
+    for target in (0.5, 0.9, 1.0):
+        best = nb["best_specificity"](labels, probs, target)
+        sensitivity, specificity = nb["rates_by_threshold"](labels, probs, np.r_[probs, 1.1])
+        assert best == pytest.approx(specificity[sensitivity >= target].max())
+    assert nb["best_specificity"](labels, np.where(labels == 1, 0.9, 0.1), 0.9) == 1.0
 
 
 def test_equalize_histogram_spreads_a_narrow_range(nb):

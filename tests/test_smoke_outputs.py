@@ -95,6 +95,11 @@ def test_model_metrics_in_range(metrics, model):
         assert result["threshold"] == entry["threshold"]  # validation's threshold, never refitted
         total = result["tp"] + result["fp"] + result["tn"] + result["fn"]
         assert total == (count or sum(metrics["data"]["images"][split].values()))
+        # the best over every threshold is at least what the validation threshold gives
+        best = result["best_specificity_at_target"]
+        assert 0 <= best <= 1
+        if result["sensitivity"] >= 0.90:
+            assert best >= result["specificity"] - 1e-12
     for split in ("val", *TEST_SETS):
         for name in ("sensitivity", "specificity", "auc"):  # patient-bootstrap intervals
             value, (low, high) = entry[split][name], entry[split][f"{name}_ci"]
