@@ -69,6 +69,22 @@ def test_a_tie_goes_to_the_preferred_candidate_then_to_fewer_parameters(nb):
     assert nb["choose_model"](aucs, leads, params, "small") == ("deep", ["vgg", "deep"])
 
 
+def test_runs_that_repeat_the_previous_run_share_one_row_and_others_keep_theirs(nb):
+    looks = pd.DataFrame(
+        {
+            "run": ["1", "2", "3", "4", "5", "this run"],
+            "date": ["d1", "d1", "d2", "d2", "d3", "d3"],
+            "best model": ["VGG16", "VGG16", "VGG16", "ensemble", "VGG16", "VGG16"],
+            "specificity": [0.75, 0.70, 0.70, 0.70, 0.75, 0.75],
+        }
+    )
+    merged = nb["merge_repeats"](looks, ["run", "date"])
+    assert merged["run"].tolist() == ["1", "2–3", "4", "5–this run"]
+    assert merged["date"].tolist() == ["d1", "d1", "d2", "d3"]  # the first run's date
+    assert merged["best model"].tolist() == ["VGG16", "VGG16", "ensemble", "VGG16"]
+    assert merged["specificity"].tolist() == [0.75, 0.70, 0.70, 0.75]  # run 1 and 5 stay apart
+
+
 def test_the_auc_lead_is_the_paired_difference_on_the_resampled_rows(nb):
     rng = np.random.default_rng(0)
     labels = np.r_[np.zeros(40, int), np.ones(60, int)]
