@@ -106,8 +106,11 @@ def test_model_metrics_in_range(metrics, model):
             assert 0 <= low <= value + 1e-9 and value <= high + 1e-9 and high <= 1
 
 
-def test_vgg16_is_fine_tuned_end_to_end(metrics):
-    assert metrics["models"]["vgg16"]["conv_layers_trained"] == 13
+def test_vgg16_fine_tunes_every_convolution_after_its_frozen_blocks(metrics):
+    vgg16 = metrics["models"]["vgg16"]
+    layers_per_block = (2, 2, 3, 3, 3)  # VGG16's 13 convolution layers in five blocks
+    assert vgg16["frozen_blocks"] == 3  # the configuration's VGG_FROZEN_BLOCKS
+    assert vgg16["conv_layers_trained"] == sum(layers_per_block[vgg16["frozen_blocks"] :]) == 6
 
 
 @pytest.mark.parametrize("model", CANDIDATES)
