@@ -97,7 +97,7 @@ def test_the_auc_lead_is_the_paired_difference_on_the_resampled_rows(nb):
     assert nb["auc_lead"]("a", "b")(np.arange(100)) > 0
 
 
-def test_score_split_averages_the_members_and_takes_thresholds_from_validation(nb):
+def test_predictions_average_the_members_and_scores_keep_the_validation_thresholds(nb):
     labels = np.array([0, 0, 1, 1, 1, 0, 1, 0])
     groups = np.array(["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"])
     frame = pd.DataFrame({"label": labels, "group": groups})
@@ -109,17 +109,23 @@ def test_score_split_averages_the_members_and_takes_thresholds_from_validation(n
         "b": {"model": ConstantModel(b), "data": {"val": None, "test": None}, "probs": {}},
         "both": {"members": ("a", "b"), "probs": {}},
     }
-    nb["score_split"]("val")
+    nb["predict_split"]("val")
     models = nb["models"]
     np.testing.assert_allclose(models["both"]["probs"]["val"], (np.array(a) + b) / 2, atol=1e-7)
+    for entry in models.values():  # as the validation cell sets them
+        entry["threshold"] = nb["choose_threshold"](labels, entry["probs"]["val"], 0.95)
+    nb["score_split"]("val")
     for entry in models.values():
-        assert entry["val"]["sensitivity"] >= nb["SENSITIVITY_TARGET"]
+        assert entry["val"]["sensitivity"] >= 0.95
         assert entry["val"]["threshold"] == entry["threshold"]
     threshold = models["a"]["threshold"]
     models["a"]["model"] = ConstantModel(np.array(a) * 0 + 0.55)  # another split, new scores
+    nb["predict_split"]("test")
     nb["score_split"]("test")
     assert models["a"]["threshold"] == threshold  # the test split keeps validation's threshold
+    assert models["a"]["test"]["threshold"] == threshold
     assert models["a"]["test"]["auc"] == 0.5
+    np.testing.assert_allclose(models["both"]["probs"]["test"], (0.55 + np.array(b)) / 2, atol=1e-7)
 
 
 def grouped_films(seed=0, patients=30):
