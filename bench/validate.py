@@ -50,6 +50,9 @@ evidence = {
             "epochs_run": entry["epochs_run"],
             "best_epoch": entry["best_epoch"],
             "seconds": entry["seconds"],
+            # per epoch (VGG16's two stages joined; the ensemble trains nothing)
+            "val_losses": entry["history"]["val_loss"] if "history" in entry else [],
+            "final_stage_start": entry.get("warmup_epochs", 0),  # VGG16: its head-only epochs
         }
         for name, entry in models.items()
     },
@@ -91,7 +94,8 @@ def validation_notebook(overrides=()):
 
 def history_row(evidence, change, decision, commit):
     """One validation-only run: what changed, each candidate's validation AUC, operating point,
-    epochs and training time, the best model, the machine's speed, and the decision."""
+    epochs, training time and validation loss (best and highest of its last training stage), the
+    best model, the machine's speed, and the decision."""
     row = {"date": time.strftime("%Y-%m-%d"), "code_commit": commit, "seed": evidence["seed"]}
     row.update(change=change, best_model=evidence["best_model"])
     row["reference_speed_ms"] = f"{evidence['reference_speed_ms']:.1f}"
@@ -106,6 +110,10 @@ def history_row(evidence, change, decision, commit):
             row[f"{name}_epochs_run"] = figures["epochs_run"]
             row[f"{name}_best_epoch"] = figures["best_epoch"]
             row[f"{name}_train_seconds"] = round(figures["seconds"])
+            if "val_losses" in figures:  # runs before these columns recorded no losses
+                losses = figures["val_losses"][figures["final_stage_start"] :]
+                row[f"{name}_best_val_loss"] = f"{min(losses):.4f}"
+                row[f"{name}_highest_val_loss"] = f"{max(losses):.4f}"  # of the last stage
     row["decision"] = decision
     return row
 

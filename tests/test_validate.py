@@ -57,6 +57,10 @@ def evidence():
             "epochs_run": 0 if name == "ensemble" else 7,
             "best_epoch": 0 if name == "ensemble" else 4,
             "seconds": 123.4,
+            "val_losses": []
+            if name == "ensemble"
+            else [9.0 if name == "vgg16" else 0.5, 0.3, 2.5, 0.2],
+            "final_stage_start": 1 if name == "vgg16" else 0,
         }
     return {
         "seed": 42,
@@ -78,4 +82,7 @@ def test_a_recorded_run_keeps_its_figures_and_the_commit_it_ran(validate, tmp_pa
     assert row["vgg16_val_auc"] == "0.9700" and row["vgg16_val_auc_low"] == "0.9400"
     assert row["deep_cnn_epochs_run"] == "7" and row["deep_cnn_best_epoch"] == "4"
     assert row["reference_speed_ms"] == "12.3" and row["wall_minutes"] == "10.0"
+    assert row["deep_cnn_best_val_loss"] == "0.2000"
+    assert row["deep_cnn_highest_val_loss"] == "2.5000"  # every epoch of a one-stage model
+    assert row["vgg16_highest_val_loss"] == "2.5000"  # of fine-tuning: not the head's epoch 1
     assert "ensemble_epochs_run" not in row
