@@ -191,18 +191,3 @@ def test_layer_table_counts_batch_norm_statistics_as_not_trainable(nb):
     assert table["Conv2D"]["parameters"] == table["Conv2D"]["trainable"] == 36
     norm = table["BatchNormalization"]
     assert norm["parameters"] == 16 and norm["trainable"] == 8  # gamma, beta; not the statistics
-
-
-def test_linear_ramp_raises_the_rate_to_its_full_value_then_leaves_it(nb):
-    keras = nb["keras"]
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
-    rates = []
-    log = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: rates.append(
-            float(model.optimizer.learning_rate.numpy())
-        )
-    )
-    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
-    model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[nb["LinearRamp"](1e-2, 3), log])
-    assert np.allclose(rates, [1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 1e-2, 1e-2, 1e-2, 1e-2])
