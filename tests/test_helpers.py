@@ -1,7 +1,7 @@
 """Unit tests of the notebook's helpers that hold real logic: grouping and the three-way split,
 threshold, metrics, the best specificity any threshold reaches, histogram equalisation, the layer
-table and Grad-CAM maps. The choice of the best model, the patient bootstrap and Grad-CAM from the
-logit are tested in test_evidence.py."""
+table, Grad-CAM maps, VGG16's clean head statistics and the sharpness test's blur. The choice of
+the best model, the patient bootstrap and Grad-CAM from the logit are tested in test_evidence.py."""
 
 import numpy as np
 import pandas as pd
@@ -191,3 +191,42 @@ def test_layer_table_counts_batch_norm_statistics_as_not_trainable(nb):
     assert table["Conv2D"]["parameters"] == table["Conv2D"]["trainable"] == 36
     norm = table["BatchNormalization"]
     assert norm["parameters"] == 16 and norm["trainable"] == 8  # gamma, beta; not the statistics
+
+
+def test_clean_statistics_replace_the_head_statistics_before_validation(nb):
+    """Fit one epoch with the callback: the head's batch-norm moving mean and variance end as the
+    pooled features' mean and variance on the clean images, the backbone in inference mode (its
+    noise layer off), not the noisy training batches' running averages."""
+    keras, layers, tf = nb["keras"], nb["layers"], nb["tf"]
+    rng = np.random.default_rng(0)
+    images = rng.random((24, 8, 8, 1)).astype("float32")
+    labels = (rng.random(24) > 0.5).astype("float32")
+    inputs = keras.Input((8, 8, 1))
+    noisy = layers.GaussianNoise(1.0)(inputs)  # training batches differ from clean images
+    backbone = keras.Model(inputs, layers.Conv2D(4, 3, activation="relu")(noisy))
+    head = nb["make_head"](layers.MaxPooling2D(padding="same"), normalise=True)
+    model = nb["compose"](backbone, head, "clean_statistics")
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    clean = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    callback = nb["CleanStatistics"](backbone, head, clean)
+    model.fit(
+        images, labels, validation_data=(images, labels), epochs=1, callbacks=[callback], verbose=0
+    )
+    pooled = np.asarray(head.layers[1](head.layers[0](backbone(images, training=False))))
+    norm = head.layers[2]
+    assert isinstance(norm, layers.BatchNormalization)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), pooled.mean(axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        norm.moving_variance.numpy(), pooled.var(axis=0), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_blurred_keeps_the_image_at_width_zero_and_smooths_it_otherwise(nb):
+    from scipy import ndimage
+
+    image = (np.random.default_rng(0).random((32, 32)) * 255).astype("uint8")
+    np.testing.assert_array_equal(nb["blurred"](image, 0.0), image)
+    smooth = nb["blurred"](image, 1.0)
+    assert smooth.dtype == np.uint8 and smooth.shape == image.shape
+    sharpness = [ndimage.laplace(x.astype(float)).var() for x in (image, smooth)]
+    assert sharpness[1] < 0.5 * sharpness[0]
