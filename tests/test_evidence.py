@@ -8,7 +8,7 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from conftest import ConstantModel
-from notebook_code import load_helpers
+from notebook_code import NOTEBOOK, load_helpers
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +311,50 @@ def test_grad_cam_of_the_logit_matches_the_probability_where_it_is_not_saturated
     assert 0.5 < probs[0] < 0.99 and probs == pytest.approx(head_probs, abs=1e-6)
     assert cams.max() > 0.99
     np.testing.assert_allclose(cams, from_probability, atol=1e-4)  # same map once scaled
+
+
+def test_a_class_without_errors_gets_an_exact_interval_instead_of_a_collapsed_one(nb):
+    labels, groups = grouped_films(seed=5, patients=60)
+    probs = np.where(labels == 1, 0.9, 0.1)
+    probs[np.flatnonzero(labels == 1)[:3]] = 0.2  # three missed pneumonia images, no false alarm
+    nb["splits"] = {"internal_test": pd.DataFrame({"label": labels, "group": groups})}
+    nb["BOOTSTRAP_SAMPLES"] = 200
+    metrics = nb["scored_metrics"]("internal_test", probs, 0.5)
+    normals = int((labels == 0).sum())
+    assert metrics["specificity"] == 1.0 and metrics["fp"] == 0
+    # Clopper-Pearson for 0 errors in n: the lower bound solves (1 - p)^0 * p^n = 0.025
+    low, high = metrics["specificity_ci"]
+    assert high == 1.0 and low == pytest.approx(0.025 ** (1 / normals)) and low < 1.0
+    low, high = metrics["sensitivity_ci"]  # with errors: the patient bootstrap as before
+    assert low < metrics["sensitivity"] < 1.0 and high <= 1.0
+
+
+def test_an_ensemble_reuses_its_members_predictions_and_averages_any_input(nb):
+    calls = []
+
+    class CountingModel(ConstantModel):
+        def predict(self, data, **options):
+            calls.append(data)
+            return super().predict(data, **options)
+
+    frame = pd.DataFrame({"label": [0, 1], "group": ["p0", "p1"]})
+    nb["splits"] = {"val": frame}
+    nb["models"] = {
+        "a": {"model": CountingModel([0.2, 0.6]), "data": {"val": "a-val"}, "probs": {}},
+        "b": {"model": CountingModel([0.4, 1.0]), "data": {"val": "b-val"}, "probs": {}},
+        "both": {"members": ("a", "b"), "probs": {}},
+    }
+    nb["predict_split"]("val")
+    assert calls == ["a-val", "b-val"]  # each member predicted once, not again for the ensemble
+    np.testing.assert_allclose(nb["models"]["both"]["probs"]["val"], [0.3, 0.8], atol=1e-7)
+    # the sharpness test's use: any input per member, here doubled probabilities
+    doubled = nb["candidate_probs"](nb["models"]["both"], lambda m: 2 * m["probs"]["val"])
+    np.testing.assert_allclose(doubled, [0.6, 1.6], atol=1e-6)
+
+
+def test_every_recorded_validation_decision_has_an_outcome(nb):
+    history = pd.read_csv(NOTEBOOK.parent / "results" / "validation_history.csv")
+    outcomes = history["decision"].iloc[4:].map(nb["decision_outcome"])  # this version: run 5 on
+    assert set(outcomes) <= {"reference", "adopted", "not adopted", "first repeat"}
+    assert outcomes[5] == "not adopted"  # run 6: the larger inputs were not kept
+    assert nb["decision_outcome"]("something new") == "see the file"
